@@ -1,0 +1,638 @@
+//! One conversation's state on a model: the KV cache, which tokens it holds, and the
+//! generation loop (prefix reuse, batched prompts, UTF-8 assembly, stop strings,
+//! cancellation).
+
+use super::model::{ChatMessage, Model};
+use super::sampler::Sampler;
+use super::sys;
+use super::text::{StopMatcher, StopScan, Utf8Assembler};
+use crate::error::{Error, ErrorKind, Result};
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Seed value meaning "pick a random seed" (context) or "use the context's seed" (call).
+pub const SEED_DEFAULT: u32 = 0xFFFF_FFFF;
+
+/// Flash-attention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashAttn {
+    /// llama.cpp decides per device.
+    Auto,
+    Disabled,
+    Enabled,
+}
+
+/// How to create a context.
+#[derive(Debug, Clone)]
+pub struct ContextParams {
+    /// Context window in tokens; 0 = the model's training context.
+    pub n_ctx: u32,
+    /// Largest batch handed to one decode call (prompt chunks).
+    pub n_batch: u32,
+    /// Physical micro-batch.
+    pub n_ubatch: u32,
+    /// Threads for generation; 0 = the machine's physical cores.
+    pub n_threads: i32,
+    /// Threads for prompt batches; 0 = same as `n_threads`.
+    pub n_threads_batch: i32,
+    pub flash_attn: FlashAttn,
+    /// Default sampling seed; [`SEED_DEFAULT`] = random per call.
+    pub seed: u32,
+}
+
+impl Default for ContextParams {
+    fn default() -> Self {
+        ContextParams {
+            n_ctx: 4096,
+            n_batch: 512,
+            n_ubatch: 512,
+            n_threads: 0,
+            n_threads_batch: 0,
+            flash_attn: FlashAttn::Auto,
+            seed: SEED_DEFAULT,
+        }
+    }
+}
+
+/// Sampling and stopping for one call.
+#[derive(Debug, Clone)]
+pub struct GenParams {
+    /// 0 (or below) = greedy.
+    pub temperature: f32,
+    /// 0 = off.
+    pub top_k: i32,
+    /// 1.0 = off.
+    pub top_p: f32,
+    /// 0.0 = off.
+    pub min_p: f32,
+    /// 1.0 = off.
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// Tokens the penalties look back over; -1 = the whole context, 0 = off.
+    pub penalty_last_n: i32,
+    /// [`SEED_DEFAULT`] = the context's seed.
+    pub seed: u32,
+    /// Stop after this many generated tokens; 0 or below = until the context is full.
+    pub max_tokens: i32,
+    /// Strings that end generation; never emitted.
+    pub stop: Vec<String>,
+    /// Optional GBNF grammar with a `root` rule.
+    pub grammar: Option<String>,
+}
+
+impl Default for GenParams {
+    fn default() -> Self {
+        GenParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            penalty_last_n: 64,
+            seed: SEED_DEFAULT,
+            max_tokens: 256,
+            stop: Vec::new(),
+            grammar: None,
+        }
+    }
+}
+
+impl GenParams {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::invalid_arg(m));
+        if !self.temperature.is_finite() {
+            return bad(format!(
+                "temperature must be finite, got {}",
+                self.temperature
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        if self.top_k < 0 {
+            return bad(format!("top_k must be >= 0, got {}", self.top_k));
+        }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return bad(format!(
+                "repeat_penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
+        }
+        if !self.frequency_penalty.is_finite() || !self.presence_penalty.is_finite() {
+            return bad("frequency_penalty and presence_penalty must be finite".into());
+        }
+        if self.penalty_last_n < -1 {
+            return bad(format!(
+                "penalty_last_n must be >= -1, got {}",
+                self.penalty_last_n
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    Eog = 0,
+    MaxTokens = 1,
+    StopString = 2,
+    /// The callback returned false or `cancel` was called.
+    Cancelled = 3,
+    /// The context window filled up during generation.
+    ContextFull = 4,
+}
+
+/// What a generation call did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenResult {
+    pub stop_reason: StopReason,
+    /// Tokens in the prompt.
+    pub n_prompt: u32,
+    /// Prompt tokens already in the KV cache (not evaluated again).
+    pub n_reused: u32,
+    /// Tokens generated (including one that completed a stop string).
+    pub n_generated: u32,
+    pub prompt_ms: f64,
+    pub gen_ms: f64,
+}
+
+const IDLE: u8 = 0;
+const RUNNING: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// A thread-safe handle that cancels the context's running call.
+#[derive(Debug, Clone)]
+pub struct AbortHandle(Arc<AtomicU8>);
+
+impl AbortHandle {
+    /// Cancel the call in progress, if any (a no-op when idle, so a stale cancel never
+    /// kills the next call).
+    pub fn cancel(&self) {
+        let _ = self
+            .0
+            .compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire) == CANCELLED
+    }
+}
+
+unsafe extern "C" fn abort_cb(data: *mut c_void) -> bool {
+    // SAFETY: data is the AtomicU8 inside the context's Arc, alive as long as the context.
+    let flag = unsafe { &*(data as *const AtomicU8) };
+    flag.load(Ordering::Acquire) == CANCELLED
+}
+
+/// A context: KV cache plus the tokens it holds. Not `Sync`: one caller at a time
+/// (the C layer enforces that with a try-lock and `TA_ERR_BUSY`).
+pub struct Context {
+    ptr: NonNull<sys::llama_context>,
+    model: Arc<Model>,
+    /// Exactly the tokens at positions 0.. of sequence 0 in the KV cache.
+    cached: Vec<i32>,
+    abort: AbortHandle,
+    n_ctx: u32,
+    n_batch: u32,
+    seed: u32,
+    piece: Vec<u8>,
+}
+
+// SAFETY: a llama_context may move between threads; it is only used through &mut.
+unsafe impl Send for Context {}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: created by llama_init_from_model, freed once; the model (kept alive
+        // by self.model) is dropped after this.
+        unsafe { sys::llama_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// Physical cores of this machine (distinct core/package pairs), falling back to
+/// the logical count. Hyper-threads slow ggml's matrix kernels down.
+pub fn physical_cores() -> u32 {
+    use std::collections::HashSet;
+    let logical = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let mut set = HashSet::new();
+    if let Ok(rd) = std::fs::read_dir("/sys/devices/system/cpu") {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with("cpu")
+                || !name[3..].chars().all(|c| c.is_ascii_digit())
+                || name.len() == 3
+            {
+                continue;
+            }
+            let t = e.path().join("topology");
+            let core = std::fs::read_to_string(t.join("core_id")).ok();
+            let pkg = std::fs::read_to_string(t.join("physical_package_id")).ok();
+            if let (Some(c), Some(p)) = (core, pkg) {
+                set.insert((c.trim().to_owned(), p.trim().to_owned()));
+            }
+        }
+    }
+    let phys = set.len() as u32;
+    if phys == 0 {
+        logical
+    } else {
+        phys.min(logical).max(1)
+    }
+}
+
+impl Context {
+    pub fn new(model: Arc<Model>, p: &ContextParams) -> Result<Context> {
+        super::init();
+        if p.n_batch == 0 || p.n_ubatch == 0 {
+            return Err(Error::invalid_arg("n_batch and n_ubatch must be > 0"));
+        }
+        if p.n_threads < 0 || p.n_threads_batch < 0 {
+            return Err(Error::invalid_arg(
+                "n_threads and n_threads_batch must be >= 0",
+            ));
+        }
+        let threads = if p.n_threads == 0 {
+            physical_cores() as i32
+        } else {
+            p.n_threads
+        };
+        let threads_batch = if p.n_threads_batch == 0 {
+            threads
+        } else {
+            p.n_threads_batch
+        };
+        let abort = AbortHandle(Arc::new(AtomicU8::new(IDLE)));
+        // SAFETY: default params by value.
+        let mut cp = unsafe { sys::llama_context_default_params() };
+        cp.n_ctx = p.n_ctx;
+        cp.n_batch = p.n_batch;
+        cp.n_ubatch = p.n_ubatch.min(p.n_batch);
+        cp.n_seq_max = 1;
+        cp.n_threads = threads;
+        cp.n_threads_batch = threads_batch;
+        cp.flash_attn_type = match p.flash_attn {
+            FlashAttn::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            FlashAttn::Disabled => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            FlashAttn::Enabled => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        };
+        cp.abort_callback = Some(abort_cb);
+        cp.abort_callback_data = Arc::as_ptr(&abort.0) as *mut c_void;
+        cp.no_perf = true;
+        if model.info().n_layer == 0 || model.gguf().tensors.is_empty() {
+            return Err(Error::invalid_arg(format!(
+                "{}: the model was loaded vocab-only or has no weights; a context needs weights",
+                model.source()
+            )));
+        }
+        crate::log::clear_backend_error();
+        // SAFETY: the model pointer is valid while `model` (kept in the context) lives.
+        let ptr = unsafe { sys::llama_init_from_model(model.raw(), cp) };
+        let ptr = NonNull::new(ptr).ok_or_else(|| {
+            let why = crate::log::take_backend_error()
+                .unwrap_or_else(|| "llama.cpp refused the parameters".into());
+            Error::new(
+                ErrorKind::Backend,
+                format!("could not create a context: {why}"),
+            )
+        })?;
+        // SAFETY: valid context.
+        let n_ctx = unsafe { sys::llama_n_ctx(ptr.as_ptr()) };
+        // llama.cpp caps n_batch at n_ctx; larger chunks would trip its assert.
+        // SAFETY: valid context.
+        let n_batch = unsafe { sys::llama_n_batch(ptr.as_ptr()) }.max(1);
+        Ok(Context {
+            ptr,
+            model,
+            cached: Vec::new(),
+            abort,
+            n_ctx,
+            n_batch,
+            seed: p.seed,
+            piece: vec![0u8; 64],
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn n_ctx(&self) -> u32 {
+        self.n_ctx
+    }
+
+    /// Tokens currently held in the KV cache.
+    pub fn cached_tokens(&self) -> &[i32] {
+        &self.cached
+    }
+
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.abort.clone()
+    }
+
+    /// Forget the KV cache (the next call evaluates its whole prompt).
+    pub fn reset(&mut self) {
+        // SAFETY: valid context; clearing memory is always allowed.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
+        self.cached.clear();
+    }
+
+    /// Continue `prompt` (raw text, special tokens parsed), streaming text to `on_text`;
+    /// returning false from it stops generation.
+    pub fn generate(
+        &mut self,
+        prompt: &str,
+        params: &GenParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenResult> {
+        params.validate()?;
+        let tokens = self.model.tokenize(prompt, true, true)?;
+        self.run(&tokens, params, on_text)
+    }
+
+    /// Format `messages` with the model's chat template and generate the reply.
+    pub fn chat(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &GenParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenResult> {
+        params.validate()?;
+        if messages.is_empty() {
+            return Err(Error::invalid_arg("messages must not be empty"));
+        }
+        let prompt = self.model.apply_chat_template(messages, true, None)?;
+        let tokens = self.model.tokenize(&prompt, true, true)?;
+        self.run(&tokens, params, on_text)
+    }
+
+    /// Generate from already-tokenized input.
+    pub fn run(
+        &mut self,
+        tokens: &[i32],
+        params: &GenParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenResult> {
+        params.validate()?;
+        if tokens.is_empty() {
+            return Err(Error::invalid_arg("the prompt is empty (no tokens)"));
+        }
+        let n_vocab = self.model.info().n_vocab;
+        if let Some(t) = tokens.iter().find(|&&t| t < 0 || t >= n_vocab) {
+            return Err(Error::invalid_arg(format!(
+                "token {t} is out of range (vocabulary has {n_vocab})"
+            )));
+        }
+        // Room for the prompt and at least one generated token, checked before any work.
+        if tokens.len() >= self.n_ctx as usize {
+            return Err(Error::new(
+                ErrorKind::ContextFull,
+                format!(
+                    "the prompt is {} tokens but the context holds {} (including one token for the reply); create the context with a larger n_ctx",
+                    tokens.len(),
+                    self.n_ctx
+                ),
+            ));
+        }
+        let seed = if params.seed != SEED_DEFAULT {
+            params.seed
+        } else {
+            self.seed
+        };
+        let sampler = Sampler::new(&self.model, params, seed)?;
+
+        // Reuse the longest common prefix already in the KV cache. At least the last
+        // prompt token is evaluated again: its logits are needed for the first sample.
+        let mut lcp = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        lcp = lcp.min(tokens.len() - 1);
+        // SAFETY: valid context; removing [lcp, end) of sequence 0.
+        unsafe {
+            let mem = sys::llama_get_memory(self.ptr.as_ptr());
+            if !sys::llama_memory_seq_rm(mem, 0, lcp as i32, -1) {
+                sys::llama_memory_clear(mem, true);
+                lcp = 0;
+            }
+        }
+        self.cached.truncate(lcp);
+
+        self.abort.0.store(RUNNING, Ordering::Release);
+        let out = self.run_inner(tokens, lcp, params, &sampler, on_text);
+        self.abort.0.store(IDLE, Ordering::Release);
+        out
+    }
+
+    fn decode(&mut self, chunk: &[i32]) -> std::result::Result<(), ErrorKind> {
+        let mut buf = chunk.to_vec();
+        // SAFETY: batch_get_one borrows `buf` for the decode call only.
+        let rc = unsafe {
+            let batch = sys::llama_batch_get_one(buf.as_mut_ptr(), buf.len() as i32);
+            sys::llama_decode(self.ptr.as_ptr(), batch)
+        };
+        match rc {
+            0 => {
+                self.cached.extend_from_slice(chunk);
+                Ok(())
+            }
+            _ => {
+                // Aborted or failed: llama.cpp may have kept some ubatches. Re-derive
+                // what the cache holds from its highest position so reuse stays exact.
+                // SAFETY: valid context.
+                let pos_max = unsafe {
+                    sys::llama_memory_seq_pos_max(sys::llama_get_memory(self.ptr.as_ptr()), 0)
+                };
+                let kept = (pos_max + 1).max(0) as usize;
+                let before = self.cached.len();
+                let extra = kept.saturating_sub(before).min(chunk.len());
+                self.cached.extend_from_slice(&chunk[..extra]);
+                Err(match rc {
+                    2 => ErrorKind::Cancelled,
+                    1 => ErrorKind::ContextFull,
+                    _ => ErrorKind::Backend,
+                })
+            }
+        }
+    }
+
+    fn run_inner(
+        &mut self,
+        tokens: &[i32],
+        lcp: usize,
+        params: &GenParams,
+        sampler: &Sampler,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenResult> {
+        let mut res = GenResult {
+            stop_reason: StopReason::Eog,
+            n_prompt: tokens.len() as u32,
+            n_reused: lcp as u32,
+            n_generated: 0,
+            prompt_ms: 0.0,
+            gen_ms: 0.0,
+        };
+        let t0 = Instant::now();
+        for chunk in tokens[lcp..].chunks(self.n_batch as usize) {
+            if let Err(kind) = self.decode(chunk) {
+                res.prompt_ms = ms(t0);
+                return self.decode_failed(kind, res);
+            }
+            if self.abort.cancelled() {
+                res.prompt_ms = ms(t0);
+                res.stop_reason = StopReason::Cancelled;
+                return Ok(res);
+            }
+        }
+        res.prompt_ms = ms(t0);
+
+        let t1 = Instant::now();
+        let mut utf8 = Utf8Assembler::new();
+        let mut stops = StopMatcher::new(params.stop.clone());
+        let mut text = String::new();
+        let max = if params.max_tokens > 0 {
+            params.max_tokens as u32
+        } else {
+            u32::MAX
+        };
+        let mut emit = |s: &str| -> bool { s.is_empty() || on_text(s) };
+        loop {
+            if self.abort.cancelled() {
+                res.stop_reason = StopReason::Cancelled;
+                break;
+            }
+            // SAFETY: the last decode produced logits for its last token (-1).
+            let tok = unsafe { sys::llama_sampler_sample(sampler.raw(), self.ptr.as_ptr(), -1) };
+            if self.model.is_eog(tok) {
+                res.stop_reason = StopReason::Eog;
+                break;
+            }
+            res.n_generated += 1;
+            let mut piece = std::mem::take(&mut self.piece);
+            let n = self.model.token_to_piece_into(tok, false, &mut piece)?;
+            text.clear();
+            utf8.push(&piece[..n], &mut text);
+            self.piece = piece;
+            match stops.feed(&text) {
+                StopScan::Continue(s) => {
+                    if !emit(&s) {
+                        res.stop_reason = StopReason::Cancelled;
+                        break;
+                    }
+                }
+                StopScan::Stopped(s) => {
+                    if !emit(&s) {
+                        res.stop_reason = StopReason::Cancelled;
+                    } else {
+                        res.stop_reason = StopReason::StopString;
+                    }
+                    res.gen_ms = ms(t1);
+                    return Ok(res);
+                }
+            }
+            if res.n_generated >= max {
+                res.stop_reason = StopReason::MaxTokens;
+                break;
+            }
+            if self.cached.len() + 1 >= self.n_ctx as usize {
+                res.stop_reason = StopReason::ContextFull;
+                break;
+            }
+            if let Err(kind) = self.decode(&[tok]) {
+                res.gen_ms = ms(t1);
+                return self.decode_failed(kind, res);
+            }
+        }
+        if res.stop_reason != StopReason::Cancelled {
+            // Release what was held back: a partial character becomes U+FFFD, a
+            // partial stop-string prefix was not a stop string after all.
+            text.clear();
+            utf8.finish(&mut text);
+            let mut tail = match stops.feed(&text) {
+                StopScan::Continue(s) | StopScan::Stopped(s) => s,
+            };
+            tail.push_str(&stops.flush());
+            if !emit(&tail) {
+                res.stop_reason = StopReason::Cancelled;
+            }
+        }
+        res.gen_ms = ms(t1);
+        Ok(res)
+    }
+
+    fn decode_failed(&mut self, kind: ErrorKind, mut res: GenResult) -> Result<GenResult> {
+        match kind {
+            ErrorKind::Cancelled => {
+                res.stop_reason = StopReason::Cancelled;
+                Ok(res)
+            }
+            ErrorKind::ContextFull => Err(Error::new(
+                ErrorKind::ContextFull,
+                format!(
+                    "no room left in the KV cache ({} tokens held, n_ctx {})",
+                    self.cached.len(),
+                    self.n_ctx
+                ),
+            )),
+            _ => {
+                let why = crate::log::take_backend_error()
+                    .unwrap_or_else(|| "llama_decode failed".into());
+                Err(Error::backend(format!("decode failed: {why}")))
+            }
+        }
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gen_params_validation_names_the_field() {
+        let p = GenParams {
+            top_p: 0.0,
+            ..Default::default()
+        };
+        let e = p.validate().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArg);
+        assert!(e.message().contains("top_p"));
+        assert!(GenParams::default().validate().is_ok());
+    }
+
+    #[test]
+    fn abort_handle_is_a_noop_when_idle() {
+        let h = AbortHandle(Arc::new(AtomicU8::new(IDLE)));
+        h.cancel();
+        assert!(!h.cancelled());
+        h.0.store(RUNNING, Ordering::Release);
+        h.cancel();
+        assert!(h.cancelled());
+    }
+
+    #[test]
+    fn physical_cores_is_sane() {
+        let p = physical_cores();
+        let l = std::thread::available_parallelism().unwrap().get() as u32;
+        assert!(p >= 1 && p <= l, "{p} {l}");
+    }
+}

@@ -1,0 +1,249 @@
+//! Text assembly for streaming: turns token pieces (arbitrary byte strings) into
+//! callback-sized chunks that are always whole UTF-8 characters and never contain,
+//! or end with the beginning of, a stop string.
+
+/// Collects token bytes and releases the longest prefix that is valid UTF-8.
+/// A character split across tokens is held until its last byte arrives; bytes that
+/// can never become valid UTF-8 are replaced with U+FFFD so the output stays valid.
+#[derive(Default, Debug)]
+pub struct Utf8Assembler {
+    pending: Vec<u8>,
+}
+
+impl Utf8Assembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add bytes; append whatever is now complete to `out`.
+    pub fn push(&mut self, bytes: &[u8], out: &mut String) {
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        loop {
+            match std::str::from_utf8(&self.pending[start..]) {
+                Ok(s) => {
+                    out.push_str(s);
+                    start = self.pending.len();
+                    break;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // SAFETY-free: from_utf8 said these bytes are valid.
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[start..start + valid]).unwrap_or(""),
+                    );
+                    start += valid;
+                    match e.error_len() {
+                        // Invalid sequence: replace it and keep going.
+                        Some(n) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            start += n;
+                        }
+                        // Incomplete sequence at the end: wait for more bytes.
+                        None => break,
+                    }
+                }
+            }
+        }
+        self.pending.drain(..start);
+    }
+
+    /// End of stream: anything still pending is an incomplete character.
+    pub fn finish(&mut self, out: &mut String) {
+        if !self.pending.is_empty() {
+            out.push(char::REPLACEMENT_CHARACTER);
+            self.pending.clear();
+        }
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+/// Result of feeding text to a [`StopMatcher`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopScan {
+    /// Emit this text; nothing matched.
+    Continue(String),
+    /// A stop string matched: emit this text (everything before the match) and stop.
+    Stopped(String),
+}
+
+/// Matches stop strings across chunk boundaries. Text that could be the start of a
+/// stop string is held back until it is known not to be one.
+#[derive(Debug, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    held: String,
+}
+
+impl StopMatcher {
+    pub fn new(stops: Vec<String>) -> Self {
+        let stops = stops.into_iter().filter(|s| !s.is_empty()).collect();
+        StopMatcher {
+            stops,
+            held: String::new(),
+        }
+    }
+
+    pub fn feed(&mut self, text: &str) -> StopScan {
+        if self.stops.is_empty() {
+            return StopScan::Continue(text.to_owned());
+        }
+        self.held.push_str(text);
+        // Earliest match wins: that is where the model's text really stops.
+        let first = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
+        if let Some(pos) = first {
+            let out = self.held[..pos].to_owned();
+            self.held.clear();
+            return StopScan::Stopped(out);
+        }
+        let keep = self.partial_suffix_len();
+        let cut = self.held.len() - keep;
+        let out = self.held[..cut].to_owned();
+        self.held.drain(..cut);
+        StopScan::Continue(out)
+    }
+
+    /// Length of the longest suffix of `held` that is a proper prefix of a stop string.
+    fn partial_suffix_len(&self) -> usize {
+        let h = self.held.as_bytes();
+        let mut best = 0;
+        for s in &self.stops {
+            let s = s.as_bytes();
+            let max = (s.len() - 1).min(h.len());
+            for k in (best + 1..=max).rev() {
+                if h[h.len() - k..] == s[..k] && self.held.is_char_boundary(h.len() - k) {
+                    best = k;
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// End of generation: release what was held (it was not a stop string).
+    pub fn flush(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assemble(chunks: &[&[u8]]) -> Vec<String> {
+        let mut a = Utf8Assembler::new();
+        let mut outs = Vec::new();
+        for c in chunks {
+            let mut s = String::new();
+            a.push(c, &mut s);
+            outs.push(s);
+        }
+        let mut s = String::new();
+        a.finish(&mut s);
+        outs.push(s);
+        outs
+    }
+
+    #[test]
+    fn split_multibyte_chars_are_held_until_whole() {
+        let euro = "€".as_bytes(); // 3 bytes
+        let crab = "🦀".as_bytes(); // 4 bytes
+        let outs = assemble(&[&euro[..1], &euro[1..2], &euro[2..], &crab[..3], &crab[3..]]);
+        assert_eq!(outs, vec!["", "", "€", "", "🦀", ""]);
+    }
+
+    #[test]
+    fn every_split_of_mixed_text_reassembles_exactly() {
+        let text = "a€b🦀ç日本語x";
+        let b = text.as_bytes();
+        for i in 0..=b.len() {
+            for j in i..=b.len() {
+                let outs = assemble(&[&b[..i], &b[i..j], &b[j..]]);
+                for o in &outs {
+                    assert!(std::str::from_utf8(o.as_bytes()).is_ok());
+                }
+                assert_eq!(outs.concat(), text, "split at {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_become_replacement_chars() {
+        let outs = assemble(&[b"a\xffb", b"\xe2\x82"]);
+        assert_eq!(outs[0], "a\u{FFFD}b");
+        // Truncated char at end of stream.
+        assert_eq!(outs[2], "\u{FFFD}");
+    }
+
+    fn run_stop(stops: &[&str], chunks: &[&str]) -> (String, bool) {
+        let mut m = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for c in chunks {
+            match m.feed(c) {
+                StopScan::Continue(s) => out.push_str(&s),
+                StopScan::Stopped(s) => {
+                    out.push_str(&s);
+                    return (out, true);
+                }
+            }
+        }
+        out.push_str(&m.flush());
+        (out, false)
+    }
+
+    #[test]
+    fn stop_string_across_chunks_is_not_emitted() {
+        assert_eq!(
+            run_stop(&["</end>"], &["hello </", "en", "d> world"]),
+            ("hello ".to_string(), true)
+        );
+    }
+
+    #[test]
+    fn partial_stop_prefix_is_released_when_it_diverges() {
+        let mut m = StopMatcher::new(vec!["STOP".into()]);
+        assert_eq!(m.feed("abST"), StopScan::Continue("ab".into()));
+        assert_eq!(m.feed("x"), StopScan::Continue("STx".into()));
+        assert_eq!(run_stop(&["STOP"], &["ST", "OR"]), ("STOR".into(), false));
+    }
+
+    #[test]
+    fn earliest_of_several_stops_wins() {
+        assert_eq!(run_stop(&["bb", "a"], &["xxbba"]), ("xx".to_string(), true));
+        assert_eq!(
+            run_stop(&["\n\n", "User:"], &["hi\nUs", "er: x"]),
+            ("hi\n".into(), true)
+        );
+    }
+
+    #[test]
+    fn every_chunking_of_text_gives_same_result() {
+        let text = "one two <|im_end|> three";
+        for i in 0..=text.len() {
+            for j in i..=text.len() {
+                let (out, stopped) =
+                    run_stop(&["<|im_end|>"], &[&text[..i], &text[i..j], &text[j..]]);
+                assert!(stopped);
+                assert_eq!(out, "one two ");
+            }
+        }
+    }
+
+    #[test]
+    fn multibyte_stop_strings_respect_char_boundaries() {
+        assert_eq!(run_stop(&["€€"], &["a€", "b€", "€c"]), ("a€b".into(), true));
+    }
+
+    #[test]
+    fn no_stops_pass_through() {
+        assert_eq!(run_stop(&[], &["a", "b"]), ("ab".into(), false));
+        assert_eq!(run_stop(&[""], &["a", "b"]), ("ab".into(), false));
+    }
+}
