@@ -1,0 +1,489 @@
+//! `ta_context`: create, generate, chat, cancel, tokenizer forwarders.
+
+use super::model::{
+    detokenize_into, messages_arg, piece_into, ta_chat_message, ta_model, tokenize_into,
+};
+use super::*;
+use crate::engine::{
+    AbortHandle, Context, ContextParams, FlashAttn, GenParams, GenResult, StopReason,
+};
+use parking_lot::Mutex;
+
+/// Flash-attention modes for `ta_context_params.flash_attn`.
+pub const TA_FLASH_ATTN_AUTO: i32 = -1;
+pub const TA_FLASH_ATTN_DISABLED: i32 = 0;
+pub const TA_FLASH_ATTN_ENABLED: i32 = 1;
+
+/// Seed value: "random" in `ta_context_params`, "the context's seed" in `ta_gen_params`.
+pub const TA_SEED_DEFAULT: u32 = 0xFFFF_FFFF;
+
+/// Why generation stopped (`ta_gen_result.stop_reason`).
+pub const TA_STOP_EOG: i32 = 0;
+pub const TA_STOP_MAX_TOKENS: i32 = 1;
+pub const TA_STOP_STRING: i32 = 2;
+pub const TA_STOP_CANCELLED: i32 = 3;
+pub const TA_STOP_CONTEXT_FULL: i32 = 4;
+
+/// How to create a context. Get defaults from `ta_context_default_params()`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ta_context_params {
+    /// Context window in tokens (default 4096); 0 = the model's training context.
+    pub n_ctx: u32,
+    /// Largest prompt chunk per decode (default 512).
+    pub n_batch: u32,
+    /// Physical micro-batch (default 512).
+    pub n_ubatch: u32,
+    /// Generation threads; 0 = physical cores (default).
+    pub n_threads: i32,
+    /// Prompt-processing threads; 0 = same as `n_threads` (default).
+    pub n_threads_batch: i32,
+    /// `TA_FLASH_ATTN_AUTO` (default), `_DISABLED` or `_ENABLED`.
+    pub flash_attn: i32,
+    /// Default sampling seed; `TA_SEED_DEFAULT` = random per call.
+    pub seed: u32,
+}
+
+/// Sampling and stopping for one call. Get defaults from `ta_gen_default_params()`.
+/// Pointers are borrowed for the call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ta_gen_params {
+    /// 0 = greedy (deterministic). Default 0.8.
+    pub temperature: f32,
+    /// 0 = off. Default 40.
+    pub top_k: i32,
+    /// 1.0 = off. Default 0.95.
+    pub top_p: f32,
+    /// 0.0 = off. Default 0.05.
+    pub min_p: f32,
+    /// 1.0 = off (default).
+    pub repeat_penalty: f32,
+    /// 0.0 = off (default).
+    pub frequency_penalty: f32,
+    /// 0.0 = off (default).
+    pub presence_penalty: f32,
+    /// Window of recent tokens the penalties see; -1 = whole context, 0 = off. Default 64.
+    pub penalty_last_n: i32,
+    /// `TA_SEED_DEFAULT` (default) = the context's seed. Same seed, params and
+    /// prompt give the same text.
+    pub seed: u32,
+    /// Maximum tokens to generate; <= 0 = until the context is full. Default 256.
+    pub max_tokens: i32,
+    /// `n_stop` NUL-terminated UTF-8 stop strings (may be NULL when `n_stop` is 0).
+    /// Generation ends when one appears; it is not emitted.
+    pub stop: *const *const c_char,
+    pub n_stop: usize,
+    /// Optional GBNF grammar with a `root` rule (NULL = none).
+    pub grammar: *const c_char,
+}
+
+/// What a generation call did. Written on `TA_OK` and also on `TA_ERR_CANCELLED`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct ta_gen_result {
+    /// `TA_STOP_*`.
+    pub stop_reason: i32,
+    /// Tokens in the (formatted) prompt.
+    pub n_prompt_tokens: u32,
+    /// Prompt tokens found in the KV cache and not evaluated again.
+    pub n_reused_tokens: u32,
+    pub n_generated_tokens: u32,
+    pub prompt_ms: f64,
+    pub gen_ms: f64,
+}
+
+/// Receives generated text: `len` bytes at `text`, always whole UTF-8 characters,
+/// not NUL-terminated, borrowed for the call. Return true to continue, false to stop
+/// (the call then returns `TA_ERR_CANCELLED`). Called on the generating thread.
+pub type ta_text_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, text: *const c_char, len: usize) -> bool>;
+
+/// A context (KV cache + conversation state), opaque. Free with `ta_context_free`.
+/// One thread at a time: a concurrent call gets `TA_ERR_BUSY`; `ta_context_cancel`
+/// is safe from any thread.
+pub struct ta_context {
+    inner: Mutex<Context>,
+    abort: AbortHandle,
+    model: std::sync::Arc<crate::engine::Model>,
+    n_ctx: u32,
+}
+
+/// Default context parameters.
+#[no_mangle]
+pub extern "C" fn ta_context_default_params() -> ta_context_params {
+    boundary_value("ta_context_default_params", FALLBACK_CTX_PARAMS, || {
+        let d = ContextParams::default();
+        Ok(ta_context_params {
+            n_ctx: d.n_ctx,
+            n_batch: d.n_batch,
+            n_ubatch: d.n_ubatch,
+            n_threads: d.n_threads,
+            n_threads_batch: d.n_threads_batch,
+            flash_attn: TA_FLASH_ATTN_AUTO,
+            seed: d.seed,
+        })
+    })
+}
+
+// Only returned if building the defaults panicked (it cannot, but the boundary needs
+// a value).
+const FALLBACK_CTX_PARAMS: ta_context_params = ta_context_params {
+    n_ctx: 4096,
+    n_batch: 512,
+    n_ubatch: 512,
+    n_threads: 0,
+    n_threads_batch: 0,
+    flash_attn: TA_FLASH_ATTN_AUTO,
+    seed: TA_SEED_DEFAULT,
+};
+
+const FALLBACK_GEN_PARAMS: ta_gen_params = ta_gen_params {
+    temperature: 0.0,
+    top_k: 0,
+    top_p: 1.0,
+    min_p: 0.0,
+    repeat_penalty: 1.0,
+    frequency_penalty: 0.0,
+    presence_penalty: 0.0,
+    penalty_last_n: 0,
+    seed: TA_SEED_DEFAULT,
+    max_tokens: 256,
+    stop: std::ptr::null(),
+    n_stop: 0,
+    grammar: std::ptr::null(),
+};
+
+/// Default sampling parameters.
+#[no_mangle]
+pub extern "C" fn ta_gen_default_params() -> ta_gen_params {
+    boundary_value("ta_gen_default_params", FALLBACK_GEN_PARAMS, || {
+        let d = GenParams::default();
+        Ok(ta_gen_params {
+            temperature: d.temperature,
+            top_k: d.top_k,
+            top_p: d.top_p,
+            min_p: d.min_p,
+            repeat_penalty: d.repeat_penalty,
+            frequency_penalty: d.frequency_penalty,
+            presence_penalty: d.presence_penalty,
+            penalty_last_n: d.penalty_last_n,
+            seed: d.seed,
+            max_tokens: d.max_tokens,
+            stop: std::ptr::null(),
+            n_stop: 0,
+            grammar: std::ptr::null(),
+        })
+    })
+}
+
+fn context_params(p: *const ta_context_params) -> Result<ContextParams> {
+    // SAFETY: NULL = defaults, else valid for the call.
+    let Some(p) = (unsafe { p.as_ref() }) else {
+        return Ok(ContextParams::default());
+    };
+    let flash_attn = match p.flash_attn {
+        TA_FLASH_ATTN_AUTO => FlashAttn::Auto,
+        TA_FLASH_ATTN_DISABLED => FlashAttn::Disabled,
+        TA_FLASH_ATTN_ENABLED => FlashAttn::Enabled,
+        x => {
+            return Err(Error::invalid_arg(format!(
+                "flash_attn must be -1, 0 or 1, got {x}"
+            )))
+        }
+    };
+    Ok(ContextParams {
+        n_ctx: p.n_ctx,
+        n_batch: p.n_batch,
+        n_ubatch: p.n_ubatch,
+        n_threads: p.n_threads,
+        n_threads_batch: p.n_threads_batch,
+        flash_attn,
+        seed: p.seed,
+    })
+}
+
+fn gen_params(p: *const ta_gen_params) -> Result<GenParams> {
+    // SAFETY: NULL = defaults, else valid for the call.
+    let Some(p) = (unsafe { p.as_ref() }) else {
+        return Ok(GenParams::default());
+    };
+    let stops = slice_arg(p.stop, p.n_stop, "params.stop")?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| str_arg(*s, &format!("params.stop[{i}]")).map(str::to_owned))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(GenParams {
+        temperature: p.temperature,
+        top_k: p.top_k,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        repeat_penalty: p.repeat_penalty,
+        frequency_penalty: p.frequency_penalty,
+        presence_penalty: p.presence_penalty,
+        penalty_last_n: p.penalty_last_n,
+        seed: p.seed,
+        max_tokens: p.max_tokens,
+        stop: stops,
+        grammar: opt_str_arg(p.grammar, "params.grammar")?.map(str::to_owned),
+    })
+}
+
+/// Create a context on `model` (`params` NULL = defaults). The context holds its own
+/// reference to the model. `*out_ctx` receives an owned context (free with
+/// `ta_context_free`).
+///
+/// # Safety
+/// Pointers must be NULL or valid.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_new(
+    model: *const ta_model,
+    params: *const ta_context_params,
+    out_ctx: *mut *mut ta_context,
+) -> ta_status {
+    boundary("ta_context_new", || {
+        let m = arg(model, "model")?;
+        let o = out(out_ctx, "out_ctx")?;
+        let p = context_params(params)?;
+        let ctx = Context::new(m.inner.clone(), &p)?;
+        *o = Box::into_raw(Box::new(ta_context {
+            abort: ctx.abort_handle(),
+            model: m.inner.clone(),
+            n_ctx: ctx.n_ctx(),
+            inner: Mutex::new(ctx),
+        }));
+        Ok(())
+    })
+}
+
+/// Free a context (and the model, if this was its last reference and the caller
+/// already freed it). NULL is a no-op. Must not race with a call on the same context.
+///
+/// # Safety
+/// `ctx` must come from `ta_context_new` and not be freed twice.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_free(ctx: *mut ta_context) {
+    boundary_value("ta_context_free", (), || {
+        if !ctx.is_null() {
+            // SAFETY: allocated by Box::into_raw in ta_context_new.
+            drop(unsafe { Box::from_raw(ctx) });
+        }
+        Ok(())
+    })
+}
+
+fn lock(c: &ta_context) -> Result<parking_lot::MutexGuard<'_, Context>> {
+    c.inner.try_lock().ok_or_else(|| {
+        Error::new(
+            crate::error::ErrorKind::Busy,
+            "the context is in use by another thread (a ta_context serves one call at a time)",
+        )
+    })
+}
+
+fn stream(
+    ctx: *mut ta_context,
+    params: *const ta_gen_params,
+    callback: ta_text_callback,
+    user_data: *mut c_void,
+    out_result: *mut ta_gen_result,
+    run: impl FnOnce(&mut Context, &GenParams, &mut dyn FnMut(&str) -> bool) -> Result<GenResult>,
+) -> Result<()> {
+    let c = arg(ctx as *const ta_context, "ctx")?;
+    let gp = gen_params(params)?;
+    let mut guard = lock(c)?;
+    let mut cb = |s: &str| match callback {
+        // SAFETY: the caller's callback and user_data; text borrowed for the call.
+        Some(f) => unsafe { f(user_data, s.as_ptr() as *const c_char, s.len()) },
+        None => true,
+    };
+    let r = run(&mut guard, &gp, &mut cb)?;
+    // SAFETY: NULL = the caller does not want the result; else writable.
+    if let Some(o) = unsafe { out_result.as_mut() } {
+        *o = ta_gen_result {
+            stop_reason: r.stop_reason as i32,
+            n_prompt_tokens: r.n_prompt,
+            n_reused_tokens: r.n_reused,
+            n_generated_tokens: r.n_generated,
+            prompt_ms: r.prompt_ms,
+            gen_ms: r.gen_ms,
+        };
+    }
+    if r.stop_reason == StopReason::Cancelled {
+        return Err(Error::cancelled(format!(
+            "generation cancelled by the callback or ta_context_cancel after {} generated tokens",
+            r.n_generated
+        )));
+    }
+    Ok(())
+}
+
+/// Continue `prompt` (NUL-terminated UTF-8; special-token text such as
+/// "<|im_start|>" is parsed) and stream the reply to `callback` (may be NULL).
+/// Only the part of the prompt after what is already in the KV cache is evaluated.
+/// `params` NULL = defaults; `out_result` may be NULL. Returns `TA_ERR_CANCELLED`
+/// when the callback returned false or `ta_context_cancel` was called (the text so
+/// far was delivered and `*out_result` is written), `TA_ERR_CONTEXT_FULL` before any
+/// work when the prompt does not fit, `TA_ERR_BUSY` when another thread is using the
+/// context.
+///
+/// # Safety
+/// Pointers must be NULL or valid as described; `user_data` is passed through.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_generate(
+    ctx: *mut ta_context,
+    prompt: *const c_char,
+    params: *const ta_gen_params,
+    callback: ta_text_callback,
+    user_data: *mut c_void,
+    out_result: *mut ta_gen_result,
+) -> ta_status {
+    boundary("ta_context_generate", || {
+        let prompt = str_arg(prompt, "prompt")?;
+        stream(ctx, params, callback, user_data, out_result, |c, p, cb| {
+            c.generate(prompt, p, cb)
+        })
+    })
+}
+
+/// Format `n_messages` messages with the model's chat template and stream the
+/// assistant's reply, as `ta_context_generate` does. Pass the whole conversation each
+/// turn (including earlier replies): the shared prefix is reused from the KV cache.
+///
+/// # Safety
+/// `messages` must hold `n_messages` valid messages.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_chat(
+    ctx: *mut ta_context,
+    messages: *const ta_chat_message,
+    n_messages: usize,
+    params: *const ta_gen_params,
+    callback: ta_text_callback,
+    user_data: *mut c_void,
+    out_result: *mut ta_gen_result,
+) -> ta_status {
+    boundary("ta_context_chat", || {
+        let msgs = messages_arg(messages, n_messages)?;
+        stream(ctx, params, callback, user_data, out_result, |c, p, cb| {
+            c.chat(&msgs, p, cb)
+        })
+    })
+}
+
+/// Stop the call running on `ctx` (from any thread, also during a long prompt): it
+/// returns `TA_ERR_CANCELLED` soon after. A no-op when nothing is running. NULL is a
+/// no-op.
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_cancel(ctx: *const ta_context) {
+    boundary_value("ta_context_cancel", (), || {
+        // SAFETY: NULL or a live context.
+        if let Some(c) = unsafe { ctx.as_ref() } {
+            c.abort.cancel();
+        }
+        Ok(())
+    })
+}
+
+/// Clear the KV cache: the next call evaluates its whole prompt.
+///
+/// # Safety
+/// `ctx` must be a live context.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_reset(ctx: *mut ta_context) -> ta_status {
+    boundary("ta_context_reset", || {
+        let c = arg(ctx as *const ta_context, "ctx")?;
+        lock(c)?.reset();
+        Ok(())
+    })
+}
+
+/// The context window in tokens (0 if `ctx` is NULL).
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_n_ctx(ctx: *const ta_context) -> u32 {
+    boundary_value("ta_context_n_ctx", 0, || Ok(arg(ctx, "ctx")?.n_ctx))
+}
+
+/// `ta_model_tokenize` on the context's model.
+///
+/// # Safety
+/// As for `ta_model_tokenize`.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_tokenize(
+    ctx: *const ta_context,
+    text: *const c_char,
+    text_len: usize,
+    add_special: bool,
+    parse_special: bool,
+    tokens: *mut i32,
+    capacity: usize,
+    n_tokens: *mut usize,
+) -> ta_status {
+    boundary("ta_context_tokenize", || {
+        let c = arg(ctx, "ctx")?;
+        tokenize_into(
+            &c.model,
+            text,
+            text_len,
+            add_special,
+            parse_special,
+            tokens,
+            capacity,
+            n_tokens,
+        )
+    })
+}
+
+/// `ta_model_detokenize` on the context's model.
+///
+/// # Safety
+/// As for `ta_model_detokenize`.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_detokenize(
+    ctx: *const ta_context,
+    tokens: *const i32,
+    n_tokens: usize,
+    remove_special: bool,
+    unparse_special: bool,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> ta_status {
+    boundary("ta_context_detokenize", || {
+        let c = arg(ctx, "ctx")?;
+        detokenize_into(
+            &c.model,
+            tokens,
+            n_tokens,
+            remove_special,
+            unparse_special,
+            buf,
+            capacity,
+            len,
+        )
+    })
+}
+
+/// `ta_model_token_to_piece` on the context's model.
+///
+/// # Safety
+/// As for `ta_model_token_to_piece`.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_token_to_piece(
+    ctx: *const ta_context,
+    token: i32,
+    special: bool,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> ta_status {
+    boundary("ta_context_token_to_piece", || {
+        let c = arg(ctx, "ctx")?;
+        piece_into(&c.model, token, special, buf, capacity, len)
+    })
+}
