@@ -1,0 +1,693 @@
+/* C tests of the public API, compiled with -Wall -Wextra -Werror against the
+ * committed header and run under AddressSanitizer.
+ *
+ *   test_api MODEL.gguf SCRATCH_DIR
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tabagent.h"
+
+static int failures = 0;
+static int checks = 0;
+static const char *model_path;
+static const char *scratch;
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        checks++;                                                            \
+        if (!(cond)) {                                                       \
+            failures++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fprintf(stderr, "\n");                                           \
+        }                                                                    \
+    } while (0)
+
+/* Evaluates the call once: ta_last_error() is only valid until the next call. */
+#define CHECK_ST(call, want)                                                       \
+    do {                                                                           \
+        ta_status st_ = (call);                                                    \
+        CHECK(st_ == (want), "status %d (%s), want %d; last error: %s", (int)st_,  \
+              ta_status_str(st_), (int)(want), ta_last_error());                   \
+    } while (0)
+
+static bool last_error_has(const char *needle) { return strstr(ta_last_error(), needle) != NULL; }
+
+/* ---------------------------------------------------------------- helpers */
+
+typedef struct {
+    char buf[16384];
+    size_t len;
+    int calls;
+    int stop_after; /* return false on this call (0 = never) */
+    bool all_utf8;
+} collector;
+
+static bool valid_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t k = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (k == 0 || i + k > n) return false;
+        for (size_t j = 1; j < k; j++)
+            if ((s[i + j] & 0xC0) != 0x80) return false;
+        i += k;
+    }
+    return true;
+}
+
+static bool collect_cb(void *ud, const char *text, size_t len) {
+    collector *c = ud;
+    c->calls++;
+    if (!valid_utf8((const unsigned char *)text, len)) c->all_utf8 = false;
+    if (c->len + len < sizeof c->buf) {
+        memcpy(c->buf + c->len, text, len);
+        c->len += len;
+        c->buf[c->len] = 0;
+    }
+    return !(c->stop_after && c->calls >= c->stop_after);
+}
+
+static void collector_init(collector *c) {
+    memset(c, 0, sizeof *c);
+    c->all_utf8 = true;
+}
+
+static ta_model *load_model(void) {
+    ta_model *m = NULL;
+    ta_status st = ta_model_load(model_path, NULL, &m);
+    CHECK_ST(st, TA_OK);
+    if (!m) {
+        fprintf(stderr, "cannot continue without the model\n");
+        exit(1);
+    }
+    return m;
+}
+
+static ta_context *new_ctx(const ta_model *m, uint32_t n_ctx) {
+    ta_context_params cp = ta_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_threads = 2;
+    ta_context *c = NULL;
+    ta_status st = ta_context_new(m, &cp, &c);
+    CHECK_ST(st, TA_OK);
+    if (!c) exit(1);
+    return c;
+}
+
+static ta_gen_params greedy(int max_tokens) {
+    ta_gen_params p = ta_gen_default_params();
+    p.temperature = 0.0f;
+    p.max_tokens = max_tokens;
+    return p;
+}
+
+static void write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    if (n) fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+static unsigned char *read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)sz);
+    if (fread(b, 1, (size_t)sz, f) != (size_t)sz) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *n = (size_t)sz;
+    return b;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_versions(void) {
+    CHECK(strcmp(ta_version(), TA_VERSION_STRING) == 0, "%s", ta_version());
+    CHECK(ta_abi_version() == TA_ABI_VERSION, "%u", ta_abi_version());
+    CHECK(strlen(ta_llama_version()) > 0, "empty llama version");
+    CHECK(strstr(ta_system_info(), "CPU") != NULL, "%s", ta_system_info());
+    CHECK(strcmp(ta_status_str(TA_OK), "ok") == 0, "%s", ta_status_str(TA_OK));
+    CHECK(strcmp(ta_status_str(TA_ERR_BAD_MODEL), "bad model file") == 0, "x");
+    CHECK(strcmp(ta_status_str(12345), "unknown status") == 0, "x");
+    CHECK(ta_last_error() != NULL, "last error NULL");
+}
+
+static void test_null_arguments(const ta_model *m, ta_context *c) {
+    ta_model *om = (ta_model *)1;
+    ta_context *oc = (ta_context *)1;
+    char *s = (char *)1;
+    int32_t toks[8];
+    size_t n = 77;
+    char buf[64];
+    ta_model_info info;
+    ta_chat_message msg = {"user", "hi"};
+    ta_chat_message bad_msg = {"user", NULL};
+
+    CHECK_ST(ta_model_load(NULL, NULL, &om), TA_ERR_NULL_ARG);
+    CHECK(last_error_has("path"), "%s", ta_last_error());
+    CHECK(om == (ta_model *)1, "out param written on failure");
+    CHECK_ST(ta_model_load(model_path, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK(last_error_has("out_model"), "%s", ta_last_error());
+    CHECK_ST(ta_model_load_from_buffer(NULL, 10, NULL, &om), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_get_info(NULL, &info), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_get_info(m, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_meta(NULL, "general.name", &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_meta(m, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_meta(m, "general.name", NULL), TA_ERR_NULL_ARG);
+    CHECK(s == (char *)1, "out param written on failure");
+    CHECK_ST(ta_model_json(NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_json(m, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_tokenize(NULL, "a", 1, false, false, toks, 8, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_tokenize(m, NULL, 1, false, false, toks, 8, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_tokenize(m, "a", 1, false, false, toks, 8, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_tokenize(m, "a", 1, false, false, NULL, 8, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_detokenize(NULL, toks, 1, false, false, buf, 64, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_detokenize(m, NULL, 1, false, false, buf, 64, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_detokenize(m, toks, 0, false, false, buf, 64, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_token_to_piece(NULL, 1, false, buf, 64, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_token_to_piece(m, 1, false, buf, 64, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_token_to_piece(m, 1, false, NULL, 64, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_apply_chat_template(NULL, &msg, 1, true, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_apply_chat_template(m, NULL, 1, true, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_apply_chat_template(m, &msg, 1, true, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_apply_chat_template(m, &bad_msg, 1, true, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK(last_error_has("messages[0].content"), "%s", ta_last_error());
+
+    CHECK_ST(ta_context_new(NULL, NULL, &oc), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_new(m, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK(oc == (ta_context *)1, "out param written on failure");
+    CHECK_ST(ta_context_generate(NULL, "x", NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_generate(c, NULL, NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK(last_error_has("prompt"), "%s", ta_last_error());
+    CHECK_ST(ta_context_chat(NULL, &msg, 1, NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_chat(c, NULL, 1, NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_reset(NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_tokenize(NULL, "a", 1, false, false, toks, 8, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_detokenize(NULL, toks, 1, false, false, buf, 64, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_token_to_piece(NULL, 1, false, buf, 64, &n), TA_ERR_NULL_ARG);
+    CHECK(ta_context_n_ctx(NULL) == 0, "n_ctx(NULL)");
+
+    ta_gen_params gp = greedy(4);
+    const char *stops[] = {"a", NULL};
+    gp.stop = stops;
+    gp.n_stop = 2;
+    CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK(last_error_has("stop[1]"), "%s", ta_last_error());
+    gp.stop = NULL;
+    CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+
+    /* _free(NULL) and cancel(NULL) are no-ops. */
+    ta_model_free(NULL);
+    ta_context_free(NULL);
+    ta_context_cancel(NULL);
+    ta_string_free(NULL);
+    CHECK_ST(ta_set_log_callback(NULL, NULL, TA_LOG_ERROR), TA_OK);
+}
+
+static void test_invalid_arguments(const ta_model *m, ta_context *c) {
+    const char bad_utf8[] = {'a', (char)0xC3, 0};
+    ta_model *om = NULL;
+    CHECK_ST(ta_model_load(bad_utf8, NULL, &om), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("UTF-8"), "%s", ta_last_error());
+    CHECK_ST(ta_context_generate(c, bad_utf8, NULL, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
+    int32_t toks[4];
+    size_t n;
+    CHECK_ST(ta_model_tokenize(m, bad_utf8, 2, false, false, toks, 4, &n), TA_ERR_INVALID_ARG);
+    char buf[16];
+    CHECK_ST(ta_model_token_to_piece(m, -5, false, buf, 16, &n), TA_ERR_INVALID_ARG);
+    CHECK_ST(ta_model_token_to_piece(m, 1 << 30, false, buf, 16, &n), TA_ERR_INVALID_ARG);
+    ta_gen_params gp = greedy(4);
+    gp.top_p = 2.0f;
+    CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("top_p"), "%s", ta_last_error());
+    gp = greedy(4);
+    gp.grammar = "root ::= (";
+    CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("grammar"), "%s", ta_last_error());
+    ta_context_params cp = ta_context_default_params();
+    cp.flash_attn = 7;
+    ta_context *oc = NULL;
+    CHECK_ST(ta_context_new(m, &cp, &oc), TA_ERR_INVALID_ARG);
+    CHECK(oc == NULL, "out param written on failure");
+    CHECK_ST(ta_set_log_callback(NULL, NULL, 99), TA_ERR_INVALID_ARG);
+}
+
+static void test_bad_model_files(void) {
+    char path[4096];
+    ta_model *m = NULL;
+
+    snprintf(path, sizeof path, "%s/does-not-exist.gguf", scratch);
+    CHECK_ST(ta_model_load(path, NULL, &m), TA_ERR_NOT_FOUND);
+    CHECK(last_error_has(path), "%s", ta_last_error());
+
+    snprintf(path, sizeof path, "%s/empty.gguf", scratch);
+    write_file(path, "", 0);
+    CHECK_ST(ta_model_load(path, NULL, &m), TA_ERR_BAD_MODEL);
+    CHECK(last_error_has(path) && last_error_has("empty"), "%s", ta_last_error());
+
+    snprintf(path, sizeof path, "%s/not-gguf.gguf", scratch);
+    static const char zip[] = "PK\x03\x04 this is a zip file, not a model";
+    write_file(path, zip, sizeof zip - 1);
+    CHECK_ST(ta_model_load(path, NULL, &m), TA_ERR_BAD_MODEL);
+    CHECK(last_error_has(path) && last_error_has("GGUF"), "%s", ta_last_error());
+
+    size_t n = 0;
+    unsigned char *real = read_file(model_path, &n);
+    CHECK(real != NULL && n > 1000000, "cannot read model");
+    if (!real) return;
+
+    /* Truncated in the metadata, in the tensor table, and in the tensor data. */
+    size_t cuts[] = {3, 10, 24, 1000, 200000, n / 2, n - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        snprintf(path, sizeof path, "%s/truncated-%zu.gguf", scratch, cuts[i]);
+        write_file(path, real, cuts[i]);
+        m = NULL;
+        ta_status st = ta_model_load(path, NULL, &m);
+        CHECK_ST(st, TA_ERR_BAD_MODEL);
+        CHECK(last_error_has(path), "cut %zu: %s", cuts[i], ta_last_error());
+        CHECK(m == NULL, "out param written");
+    }
+
+    /* Wrong version. */
+    unsigned char *copy = malloc(n);
+    memcpy(copy, real, n);
+    copy[4] = 99;
+    snprintf(path, sizeof path, "%s/version99.gguf", scratch);
+    write_file(path, copy, 4096);
+    CHECK_ST(ta_model_load(path, NULL, &m), TA_ERR_BAD_MODEL);
+    CHECK(last_error_has("version"), "%s", ta_last_error());
+
+    /* Absurd tensor count and metadata count. */
+    memcpy(copy, real, 4096);
+    memset(copy + 8, 0x7f, 8);
+    snprintf(path, sizeof path, "%s/absurd-tensors.gguf", scratch);
+    write_file(path, copy, 4096);
+    CHECK_ST(ta_model_load(path, NULL, &m), TA_ERR_BAD_MODEL);
+    memcpy(copy, real, 4096);
+    memset(copy + 16, 0xff, 8);
+    snprintf(path, sizeof path, "%s/absurd-kv.gguf", scratch);
+    write_file(path, copy, 4096);
+    CHECK_ST(ta_model_load(path, NULL, &m), TA_ERR_BAD_MODEL);
+
+    /* Corrupt metadata: the first key's length made huge. */
+    memcpy(copy, real, n);
+    memset(copy + 24, 0xee, 8);
+    snprintf(path, sizeof path, "%s/corrupt-key.gguf", scratch);
+    write_file(path, copy, n);
+    CHECK_ST(ta_model_load(path, NULL, &m), TA_ERR_BAD_MODEL);
+
+    /* Random byte flips inside the header region never crash the process. */
+    srand(1234);
+    for (int i = 0; i < 40; i++) {
+        memcpy(copy, real, 600000);
+        for (int k = 0; k < 4; k++) copy[24 + rand() % 500000] ^= (unsigned char)(1 + rand() % 255);
+        snprintf(path, sizeof path, "%s/flipped.gguf", scratch);
+        write_file(path, copy, 600000); /* also truncated: data beyond the header is gone */
+        m = NULL;
+        ta_status st = ta_model_load(path, NULL, &m);
+        CHECK(st == TA_ERR_BAD_MODEL, "flip %d: %d %s", i, st, ta_last_error());
+        ta_model_free(m);
+    }
+
+    /* From a buffer: bad bytes are refused the same way. */
+    CHECK_ST(ta_model_load_from_buffer(real, 1000, NULL, &m), TA_ERR_BAD_MODEL);
+    CHECK(last_error_has("memory buffer"), "%s", ta_last_error());
+    free(copy);
+    free(real);
+}
+
+static void test_metadata(const ta_model *m) {
+    ta_model_info info;
+    CHECK_ST(ta_model_get_info(m, &info), TA_OK);
+    CHECK(strcmp(info.architecture, "llama") == 0, "%s", info.architecture);
+    CHECK(strcmp(info.quantization, "Q4_1") == 0, "%s", info.quantization);
+    CHECK(info.n_vocab == 49152, "%d", info.n_vocab);
+    CHECK(info.n_layer == 30, "%d", info.n_layer);
+    CHECK(info.n_embd == 576, "%d", info.n_embd);
+    CHECK(info.n_ctx_train == 8192, "%d", info.n_ctx_train);
+    CHECK(info.chat_template && strstr(info.chat_template, "im_start"), "template");
+    CHECK(info.eos_token >= 0, "eos");
+
+    char *v = NULL;
+    CHECK_ST(ta_model_meta(m, "llama.block_count", &v), TA_OK);
+    CHECK(v && strcmp(v, "30") == 0, "%s", v ? v : "(null)");
+    ta_string_free(v);
+    v = (char *)1;
+    CHECK_ST(ta_model_meta(m, "no.such.key", &v), TA_ERR_NOT_FOUND);
+    CHECK(v == (char *)1 && last_error_has("no.such.key"), "%s", ta_last_error());
+    char *json = NULL;
+    CHECK_ST(ta_model_json(m, &json), TA_OK);
+    CHECK(json && strstr(json, "\"n_layer\":30") && strstr(json, "general.architecture"), "json");
+    ta_string_free(json);
+}
+
+static void test_tokenizer(const ta_model *m) {
+    const char *text = "Hello, wörld! 你好 🙂";
+    size_t need = 0;
+    CHECK_ST(ta_model_tokenize(m, text, strlen(text), false, false, NULL, 0, &need), TA_ERR_BUFFER_TOO_SMALL);
+    CHECK(need > 3, "need %zu", need);
+    int32_t toks[64];
+    size_t n = 0;
+    CHECK_ST(ta_model_tokenize(m, text, strlen(text), false, false, toks, need - 1, &n), TA_ERR_BUFFER_TOO_SMALL);
+    CHECK(n == need, "%zu vs %zu", n, need);
+    CHECK_ST(ta_model_tokenize(m, text, strlen(text), false, false, toks, 64, &n), TA_OK);
+    CHECK(n == need, "%zu", n);
+    char buf[256];
+    size_t len = 0;
+    CHECK_ST(ta_model_detokenize(m, toks, n, false, false, buf, 4, &len), TA_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == strlen(text), "%zu", len);
+    CHECK_ST(ta_model_detokenize(m, toks, n, false, false, buf, sizeof buf, &len), TA_OK);
+    CHECK(strcmp(buf, text) == 0, "%s", buf);
+
+    /* The emoji spans several tokens whose pieces are not valid UTF-8 alone:
+     * that is what the streaming assembler must handle. */
+    bool saw_partial = false;
+    char joined[256] = {0};
+    size_t jl = 0;
+    for (size_t i = 0; i < n; i++) {
+        char p[64];
+        size_t pl = 0;
+        CHECK_ST(ta_model_token_to_piece(m, toks[i], false, p, sizeof p, &pl), TA_OK);
+        if (!valid_utf8((unsigned char *)p, pl)) saw_partial = true;
+        memcpy(joined + jl, p, pl);
+        jl += pl;
+    }
+    CHECK(saw_partial, "expected a token piece that splits a UTF-8 character");
+    CHECK(jl == strlen(text) && memcmp(joined, text, jl) == 0, "pieces do not join to the text");
+}
+
+static void test_generation(const ta_model *m) {
+    ta_context *c = new_ctx(m, 1024);
+    collector a, b;
+    ta_gen_params gp = greedy(16);
+    ta_gen_result r;
+
+    collector_init(&a);
+    CHECK_ST(ta_context_generate(c, "The capital of France is", &gp, collect_cb, &a, &r), TA_OK);
+    CHECK(a.len > 0 && a.all_utf8, "len %zu", a.len);
+    CHECK(r.n_generated_tokens > 0 && r.n_generated_tokens <= 16, "%u", r.n_generated_tokens);
+    CHECK(r.stop_reason == TA_STOP_MAX_TOKENS || r.stop_reason == TA_STOP_EOG, "%d", r.stop_reason);
+
+    /* Same prompt again: everything but the last prompt token comes from the cache,
+     * and greedy output repeats. */
+    collector_init(&b);
+    CHECK_ST(ta_context_generate(c, "The capital of France is", &gp, collect_cb, &b, &r), TA_OK);
+    CHECK(r.n_reused_tokens == r.n_prompt_tokens - 1, "%u/%u", r.n_reused_tokens, r.n_prompt_tokens);
+    CHECK(strcmp(a.buf, b.buf) == 0, "'%s' vs '%s'", a.buf, b.buf);
+
+    /* Stop string taken from the real continuation: cut there and never emitted. */
+    const char *stops[1];
+    char stop[8] = {0};
+    const char *p = a.buf;
+    while (*p == ' ') p++;
+    size_t sl = strlen(p) >= 6 ? 3 : 1;
+    memcpy(stop, p + 2, sl);
+    stops[0] = stop;
+    gp.stop = stops;
+    gp.n_stop = 1;
+    collector_init(&b);
+    CHECK_ST(ta_context_generate(c, "The capital of France is", &gp, collect_cb, &b, &r), TA_OK);
+    CHECK(r.stop_reason == TA_STOP_STRING, "reason %d (stop '%s', full '%s')", r.stop_reason, stop, a.buf);
+    CHECK(strstr(b.buf, stop) == NULL, "stop string emitted: '%s'", b.buf);
+    CHECK(strncmp(a.buf, b.buf, b.len) == 0, "'%s' not a prefix of '%s'", b.buf, a.buf);
+
+    /* Callback returning false: TA_ERR_CANCELLED with the text so far and a result. */
+    gp = greedy(64);
+    collector_init(&b);
+    b.stop_after = 2;
+    memset(&r, 0xAB, sizeof r);
+    CHECK_ST(ta_context_generate(c, "Once upon a time, in a land far away,", &gp, collect_cb, &b, &r), TA_ERR_CANCELLED);
+    CHECK(b.calls == 2 && b.len > 0, "calls %d", b.calls);
+    CHECK(r.stop_reason == TA_STOP_CANCELLED, "%d", r.stop_reason);
+
+    /* UTF-8: every chunk is whole characters, even for non-Latin output. */
+    ta_chat_message msgs[] = {{"user", "Write the word 'hello' in Chinese, Japanese and as emoji: 你好 こんにちは 👋"}};
+    collector_init(&b);
+    gp = greedy(48);
+    CHECK_ST(ta_context_chat(c, msgs, 1, &gp, collect_cb, &b, &r), TA_OK);
+    CHECK(b.all_utf8, "a chunk split a UTF-8 character");
+
+    /* Prompt larger than the context: refused before any work. */
+    ta_context *small = new_ctx(m, 256);
+    char *big = malloc(20000);
+    big[0] = 0;
+    for (int i = 0; i < 1000; i++) strcat(big, "word ");
+    collector_init(&b);
+    CHECK_ST(ta_context_generate(small, big, NULL, collect_cb, &b, NULL), TA_ERR_CONTEXT_FULL);
+    CHECK(b.calls == 0, "callback called");
+    CHECK(last_error_has("n_ctx"), "%s", ta_last_error());
+    free(big);
+    ta_context_free(small);
+    ta_context_free(c);
+}
+
+typedef struct {
+    ta_context *ctx;
+    int delay_ms;
+} cancel_arg;
+
+static void *cancel_thread(void *p) {
+    cancel_arg *a = p;
+    struct timespec ts = {0, a->delay_ms * 1000000L};
+    nanosleep(&ts, NULL);
+    ta_context_cancel(a->ctx);
+    return NULL;
+}
+
+static void test_cancel_from_thread(const ta_model *m) {
+    ta_context *c = new_ctx(m, 4096);
+    char *big = malloc(40000);
+    big[0] = 0;
+    for (int i = 0; i < 300; i++) strcat(big, "The quick brown fox jumps over the lazy dog. ");
+    /* A cancel while idle is a no-op and does not poison the next call. */
+    ta_context_cancel(c);
+    pthread_t t;
+    cancel_arg a = {c, 150};
+    pthread_create(&t, NULL, cancel_thread, &a);
+    ta_gen_result r;
+    collector col;
+    collector_init(&col);
+    ta_gen_params gp = greedy(200);
+    ta_status st = ta_context_generate(c, big, &gp, collect_cb, &col, &r);
+    pthread_join(t, NULL);
+    CHECK_ST(st, TA_ERR_CANCELLED);
+    CHECK(r.stop_reason == TA_STOP_CANCELLED, "%d", r.stop_reason);
+    /* Works normally afterwards, reusing what the cancelled prompt evaluated. */
+    gp = greedy(2);
+    CHECK_ST(ta_context_generate(c, big, &gp, NULL, NULL, &r), TA_OK);
+    free(big);
+    ta_context_free(c);
+}
+
+typedef struct {
+    ta_context *ctx;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started;
+    int release;
+    ta_status status;
+} busy_state;
+
+static bool busy_cb(void *ud, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    busy_state *s = ud;
+    pthread_mutex_lock(&s->mu);
+    s->started = 1;
+    pthread_cond_broadcast(&s->cv);
+    while (!s->release) pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    return false;
+}
+
+static void *busy_thread(void *p) {
+    busy_state *s = p;
+    ta_gen_params gp = greedy(64);
+    s->status = ta_context_generate(s->ctx, "Once upon a time", &gp, busy_cb, s, NULL);
+    return NULL;
+}
+
+static void test_busy(const ta_model *m) {
+    busy_state s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    s.ctx = new_ctx(m, 512);
+    pthread_t t;
+    pthread_create(&t, NULL, busy_thread, &s);
+    pthread_mutex_lock(&s.mu);
+    while (!s.started) pthread_cond_wait(&s.cv, &s.mu);
+    pthread_mutex_unlock(&s.mu);
+    /* The other thread is inside generate (blocked in its callback). */
+    CHECK_ST(ta_context_generate(s.ctx, "x", NULL, NULL, NULL, NULL), TA_ERR_BUSY);
+    CHECK_ST(ta_context_reset(s.ctx), TA_ERR_BUSY);
+    CHECK(ta_context_n_ctx(s.ctx) >= 512, "n_ctx works while busy");
+    size_t n;
+    int32_t toks[8];
+    CHECK_ST(ta_context_tokenize(s.ctx, "hi", 2, false, false, toks, 8, &n), TA_OK);
+    pthread_mutex_lock(&s.mu);
+    s.release = 1;
+    pthread_cond_broadcast(&s.cv);
+    pthread_mutex_unlock(&s.mu);
+    pthread_join(t, NULL);
+    CHECK_ST(s.status, TA_ERR_CANCELLED);
+    ta_context_free(s.ctx);
+}
+
+typedef struct {
+    const ta_model *model;
+    collector out;
+    ta_status st;
+} worker;
+
+static void *worker_main(void *p) {
+    worker *w = p;
+    ta_context *c = new_ctx(w->model, 256);
+    ta_gen_params gp = greedy(12);
+    collector_init(&w->out);
+    w->st = ta_context_generate(c, "The three primary colours are", &gp, collect_cb, &w->out, NULL);
+    ta_context_free(c);
+    return NULL;
+}
+
+static void test_two_threads(const ta_model *m) {
+    worker w[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        w[i].model = m;
+        pthread_create(&t[i], NULL, worker_main, &w[i]);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    CHECK_ST(w[0].st, TA_OK);
+    CHECK_ST(w[1].st, TA_OK);
+    CHECK(w[0].out.len > 0 && strcmp(w[0].out.buf, w[1].out.buf) == 0, "'%s' vs '%s'", w[0].out.buf, w[1].out.buf);
+}
+
+static void test_free_orders(void) {
+    /* model first, then contexts (in both orders) */
+    for (int order = 0; order < 3; order++) {
+        ta_model *m = load_model();
+        ta_context *c1 = new_ctx(m, 256);
+        ta_context *c2 = new_ctx(m, 256);
+        if (order == 0) {
+            ta_model_free(m);
+            ta_context_free(c1);
+            ta_context_free(c2);
+        } else if (order == 1) {
+            ta_context_free(c2);
+            ta_model_free(m);
+            /* c1 still works after the caller freed the model. */
+            ta_gen_params gp = greedy(2);
+            CHECK_ST(ta_context_generate(c1, "Hi", &gp, NULL, NULL, NULL), TA_OK);
+            ta_context_free(c1);
+        } else {
+            ta_context_free(c1);
+            ta_context_free(c2);
+            ta_model_free(m);
+        }
+    }
+}
+
+static void test_load_from_buffer(void) {
+    size_t n = 0;
+    unsigned char *bytes = read_file(model_path, &n);
+    ta_model *m = NULL;
+    ta_status st = ta_model_load_from_buffer(bytes, n, NULL, &m);
+    free(bytes); /* the library copied what it needs */
+    CHECK_ST(st, TA_OK);
+    if (!m) return;
+    ta_model_info info;
+    CHECK_ST(ta_model_get_info(m, &info), TA_OK);
+    CHECK(info.n_layer == 30, "%d", info.n_layer);
+    ta_context *c = new_ctx(m, 256);
+    ta_gen_params gp = greedy(4);
+    CHECK_ST(ta_context_generate(c, "Hello", &gp, NULL, NULL, NULL), TA_OK);
+    ta_context_free(c);
+    ta_model_free(m);
+}
+
+static int progress_calls = 0;
+static bool progress_stop(void *ud, float p) {
+    (void)ud;
+    (void)p;
+    progress_calls++;
+    return false;
+}
+
+static void test_progress_cancel(void) {
+    ta_model_params mp = ta_model_default_params();
+    mp.progress_callback = progress_stop;
+    ta_model *m = NULL;
+    CHECK_ST(ta_model_load(model_path, &mp, &m), TA_ERR_CANCELLED);
+    CHECK(m == NULL && progress_calls >= 1, "calls %d", progress_calls);
+    mp = ta_model_default_params();
+    mp.vocab_only = true;
+    CHECK_ST(ta_model_load(model_path, &mp, &m), TA_OK);
+    ta_context *c = NULL;
+    CHECK_ST(ta_context_new(m, NULL, &c), TA_ERR_INVALID_ARG);
+    ta_model_free(m);
+}
+
+static int log_lines = 0;
+static void log_cb(void *ud, int32_t level, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    if (ud == &log_lines && level >= TA_LOG_DEBUG) log_lines++;
+}
+
+static void test_log_callback(void) {
+    CHECK_ST(ta_set_log_callback(log_cb, &log_lines, TA_LOG_DEBUG), TA_OK);
+    ta_model *m = load_model();
+    CHECK(log_lines > 0, "no log lines during a load");
+    CHECK_ST(ta_set_log_callback(NULL, NULL, TA_LOG_ERROR), TA_OK);
+    int before = log_lines;
+    ta_model_free(m);
+    m = load_model();
+    CHECK(log_lines == before, "log after removal");
+    ta_model_free(m);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
+        return 2;
+    }
+    model_path = argv[1];
+    scratch = argv[2];
+    test_versions();
+    test_bad_model_files();
+    ta_model *m = load_model();
+    ta_context *c = new_ctx(m, 512);
+    test_null_arguments(m, c);
+    test_invalid_arguments(m, c);
+    test_metadata(m);
+    test_tokenizer(m);
+    test_generation(m);
+    test_cancel_from_thread(m);
+    test_busy(m);
+    test_two_threads(m);
+    ta_context_free(c);
+    ta_model_free(m);
+    test_free_orders();
+    test_load_from_buffer();
+    test_progress_cancel();
+    test_log_callback();
+    fprintf(stderr, "test_api: %d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}
