@@ -584,6 +584,26 @@ ta_status ta_context_token_to_piece(const ta_context *ctx,
                                     size_t *len);
 
 /**
+ * Run the library's streaming text path (UTF-8 assembly, stop-string matching and
+ * the callback crossing) over `len` bytes at `text`, cut into `piece_len`-byte
+ * pieces as if each piece were one generated token. No model is involved: for
+ * tests of chunking and for measuring per-token callback overhead.
+ * `*out_calls` (may be NULL) receives the number of callback calls. Returns
+ * `TA_ERR_CANCELLED` when the callback returned false.
+ *
+ * # Safety
+ * `text` must hold `len` bytes; `stop` `n_stop` NUL-terminated strings.
+ */
+ta_status ta_debug_stream(const char *text,
+                          size_t len,
+                          size_t piece_len,
+                          const char *const *stop,
+                          size_t n_stop,
+                          ta_text_callback callback,
+                          void *user_data,
+                          size_t *out_calls);
+
+/**
  * Default load parameters: all GPU layers, mmap on, mlock off, full model, no callback.
  */
 ta_model_params ta_model_default_params(void);

@@ -5,7 +5,7 @@
 use super::model::{ChatMessage, Model};
 use super::sampler::Sampler;
 use super::sys;
-use super::text::{StopMatcher, StopScan, Utf8Assembler};
+use super::text::{Flow, TextStream};
 use crate::error::{Error, ErrorKind, Result};
 use std::ffi::c_void;
 use std::ptr::NonNull;
@@ -503,15 +503,12 @@ impl Context {
         res.prompt_ms = ms(t0);
 
         let t1 = Instant::now();
-        let mut utf8 = Utf8Assembler::new();
-        let mut stops = StopMatcher::new(params.stop.clone());
-        let mut text = String::new();
+        let mut stream = TextStream::new(params.stop.clone());
         let max = if params.max_tokens > 0 {
             params.max_tokens as u32
         } else {
             u32::MAX
         };
-        let mut emit = |s: &str| -> bool { s.is_empty() || on_text(s) };
         loop {
             if self.abort.cancelled() {
                 res.stop_reason = StopReason::Cancelled;
@@ -526,24 +523,18 @@ impl Context {
             res.n_generated += 1;
             let mut piece = std::mem::take(&mut self.piece);
             let n = self.model.token_to_piece_into(tok, false, &mut piece)?;
-            text.clear();
-            utf8.push(&piece[..n], &mut text);
+            let flow = stream.push(&piece[..n], on_text);
             self.piece = piece;
-            match stops.feed(&text) {
-                StopScan::Continue(s) => {
-                    if !emit(&s) {
-                        res.stop_reason = StopReason::Cancelled;
-                        break;
-                    }
-                }
-                StopScan::Stopped(s) => {
-                    if !emit(&s) {
-                        res.stop_reason = StopReason::Cancelled;
-                    } else {
-                        res.stop_reason = StopReason::StopString;
-                    }
+            match flow {
+                Flow::Continue => {}
+                Flow::Stopped => {
+                    res.stop_reason = StopReason::StopString;
                     res.gen_ms = ms(t1);
                     return Ok(res);
+                }
+                Flow::Cancelled => {
+                    res.stop_reason = StopReason::Cancelled;
+                    break;
                 }
             }
             if res.n_generated >= max {
@@ -560,16 +551,10 @@ impl Context {
             }
         }
         if res.stop_reason != StopReason::Cancelled {
-            // Release what was held back: a partial character becomes U+FFFD, a
-            // partial stop-string prefix was not a stop string after all.
-            text.clear();
-            utf8.finish(&mut text);
-            let mut tail = match stops.feed(&text) {
-                StopScan::Continue(s) | StopScan::Stopped(s) => s,
-            };
-            tail.push_str(&stops.flush());
-            if !emit(&tail) {
-                res.stop_reason = StopReason::Cancelled;
+            match stream.finish(on_text) {
+                Flow::Cancelled => res.stop_reason = StopReason::Cancelled,
+                Flow::Stopped => res.stop_reason = StopReason::StopString,
+                Flow::Continue => {}
             }
         }
         res.gen_ms = ms(t1);

@@ -2,6 +2,7 @@
 //! module tree; everything it exposes is ordinary safe Rust.
 
 pub mod context;
+pub mod gbnf;
 pub mod model;
 pub mod sampler;
 pub mod text;

@@ -42,6 +42,9 @@ impl Sampler {
             Ok(())
         };
         if let Some(g) = p.grammar.as_deref().filter(|g| !g.trim().is_empty()) {
+            // llama.cpp's parser reports syntax errors with fprintf(stderr): check the
+            // grammar here first so callers get the message and stderr stays quiet.
+            super::gbnf::check(g).map_err(|e| Error::invalid_arg(format!("grammar: {e}")))?;
             let gs =
                 CString::new(g).map_err(|_| Error::invalid_arg("grammar contains a NUL byte"))?;
             crate::log::clear_backend_error();

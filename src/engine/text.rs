@@ -133,6 +133,78 @@ impl StopMatcher {
     }
 }
 
+/// The whole per-token text path of generation: token bytes in, callback calls out
+/// (whole UTF-8 characters, stop strings held back and never emitted).
+#[derive(Debug, Default)]
+pub struct TextStream {
+    utf8: Utf8Assembler,
+    stops: StopMatcher,
+    scratch: String,
+}
+
+/// What the stream wants after a push.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Flow {
+    Continue,
+    /// A stop string matched; generation should end.
+    Stopped,
+    /// The callback returned false.
+    Cancelled,
+}
+
+impl TextStream {
+    pub fn new(stops: Vec<String>) -> Self {
+        TextStream {
+            utf8: Utf8Assembler::new(),
+            stops: StopMatcher::new(stops),
+            scratch: String::new(),
+        }
+    }
+
+    /// Feed one token's bytes; calls `emit` with any text now safe to release.
+    pub fn push(&mut self, bytes: &[u8], emit: &mut dyn FnMut(&str) -> bool) -> Flow {
+        self.scratch.clear();
+        self.utf8.push(bytes, &mut self.scratch);
+        if self.scratch.is_empty() {
+            return Flow::Continue;
+        }
+        let (text, stopped) = match self.stops.feed(&self.scratch) {
+            StopScan::Continue(s) => (s, false),
+            StopScan::Stopped(s) => (s, true),
+        };
+        if !text.is_empty() && !emit(&text) {
+            return Flow::Cancelled;
+        }
+        if stopped {
+            Flow::Stopped
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// End of generation: release held text (a partial character becomes U+FFFD, a
+    /// partial stop-string prefix was not a stop after all).
+    pub fn finish(&mut self, emit: &mut dyn FnMut(&str) -> bool) -> Flow {
+        self.scratch.clear();
+        self.utf8.finish(&mut self.scratch);
+        let mut tail = match self.stops.feed(&self.scratch) {
+            StopScan::Continue(s) => s,
+            StopScan::Stopped(s) => {
+                return if s.is_empty() || emit(&s) {
+                    Flow::Stopped
+                } else {
+                    Flow::Cancelled
+                }
+            }
+        };
+        tail.push_str(&self.stops.flush());
+        if !tail.is_empty() && !emit(&tail) {
+            return Flow::Cancelled;
+        }
+        Flow::Continue
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

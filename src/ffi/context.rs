@@ -281,6 +281,16 @@ fn lock(c: &ta_context) -> Result<parking_lot::MutexGuard<'_, Context>> {
     })
 }
 
+/// The one place text crosses into a caller's callback.
+#[inline]
+fn c_emit(callback: ta_text_callback, user_data: *mut c_void) -> impl FnMut(&str) -> bool {
+    move |s: &str| match callback {
+        // SAFETY: the caller's callback and user_data; text borrowed for the call.
+        Some(f) => unsafe { f(user_data, s.as_ptr() as *const c_char, s.len()) },
+        None => true,
+    }
+}
+
 fn stream(
     ctx: *mut ta_context,
     params: *const ta_gen_params,
@@ -292,11 +302,7 @@ fn stream(
     let c = arg(ctx as *const ta_context, "ctx")?;
     let gp = gen_params(params)?;
     let mut guard = lock(c)?;
-    let mut cb = |s: &str| match callback {
-        // SAFETY: the caller's callback and user_data; text borrowed for the call.
-        Some(f) => unsafe { f(user_data, s.as_ptr() as *const c_char, s.len()) },
-        None => true,
-    };
+    let mut cb = c_emit(callback, user_data);
     let r = run(&mut guard, &gp, &mut cb)?;
     // SAFETY: NULL = the caller does not want the result; else writable.
     if let Some(o) = unsafe { out_result.as_mut() } {
@@ -485,5 +491,63 @@ pub unsafe extern "C" fn ta_context_token_to_piece(
     boundary("ta_context_token_to_piece", || {
         let c = arg(ctx, "ctx")?;
         piece_into(&c.model, token, special, buf, capacity, len)
+    })
+}
+
+/// Run the library's streaming text path (UTF-8 assembly, stop-string matching and
+/// the callback crossing) over `len` bytes at `text`, cut into `piece_len`-byte
+/// pieces as if each piece were one generated token. No model is involved: for
+/// tests of chunking and for measuring per-token callback overhead.
+/// `*out_calls` (may be NULL) receives the number of callback calls. Returns
+/// `TA_ERR_CANCELLED` when the callback returned false.
+///
+/// # Safety
+/// `text` must hold `len` bytes; `stop` `n_stop` NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn ta_debug_stream(
+    text: *const c_char,
+    len: usize,
+    piece_len: usize,
+    stop: *const *const c_char,
+    n_stop: usize,
+    callback: ta_text_callback,
+    user_data: *mut c_void,
+    out_calls: *mut usize,
+) -> ta_status {
+    boundary("ta_debug_stream", || {
+        let bytes = slice_arg(text as *const u8, len, "text")?;
+        if piece_len == 0 {
+            return Err(Error::invalid_arg("piece_len must be > 0"));
+        }
+        let stops = slice_arg(stop, n_stop, "stop")?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| str_arg(*s, &format!("stop[{i}]")).map(str::to_owned))
+            .collect::<Result<Vec<_>>>()?;
+        let mut calls = 0usize;
+        let mut inner = c_emit(callback, user_data);
+        let mut emit = |s: &str| {
+            calls += 1;
+            inner(s)
+        };
+        let mut ts = crate::engine::text::TextStream::new(stops);
+        let mut flow = crate::engine::text::Flow::Continue;
+        for piece in bytes.chunks(piece_len) {
+            flow = ts.push(piece, &mut emit);
+            if flow != crate::engine::text::Flow::Continue {
+                break;
+            }
+        }
+        if flow == crate::engine::text::Flow::Continue {
+            flow = ts.finish(&mut emit);
+        }
+        // SAFETY: NULL or writable.
+        if let Some(o) = unsafe { out_calls.as_mut() } {
+            *o = calls;
+        }
+        if flow == crate::engine::text::Flow::Cancelled {
+            return Err(Error::cancelled("the callback returned false"));
+        }
+        Ok(())
     })
 }

@@ -311,6 +311,8 @@ pub unsafe extern "C" fn ta_model_json(
     })
 }
 
+// Mirrors the C signature it serves.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn tokenize_into(
     m: &Model,
     text: *const c_char,
@@ -362,6 +364,8 @@ pub unsafe extern "C" fn ta_model_tokenize(
     })
 }
 
+// Mirrors the C signature it serves.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn detokenize_into(
     m: &Model,
     tokens: *const i32,

@@ -239,7 +239,10 @@ static void test_invalid_arguments(const ta_model *m, ta_context *c) {
     gp = greedy(4);
     gp.grammar = "root ::= (";
     CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
-    CHECK(last_error_has("grammar"), "%s", ta_last_error());
+    CHECK(last_error_has("grammar") && last_error_has("line 1"), "%s", ta_last_error());
+    gp.grammar = "root ::= missing";
+    CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("missing"), "%s", ta_last_error());
     ta_context_params cp = ta_context_default_params();
     cp.flash_attn = 7;
     ta_context *oc = NULL;
@@ -390,6 +393,35 @@ static void test_tokenizer(const ta_model *m) {
     }
     CHECK(saw_partial, "expected a token piece that splits a UTF-8 character");
     CHECK(jl == strlen(text) && memcmp(joined, text, jl) == 0, "pieces do not join to the text");
+}
+
+/* The streaming text path on its own: every piece size gives whole UTF-8
+ * characters, the same joined text, and stop strings cut across pieces. */
+static void test_stream_chunking(void) {
+    const char *text = "Gr\xc3\xbc\xc3\x9f""e, \xe4\xb8\x96\xe7\x95\x8c! \xf0\x9f\x99\x82\xf0\x9f\x99\x82 end<|STOP|> tail";
+    const char *stops[] = {"<|STOP|>"};
+    size_t full = strlen(text), cut = (size_t)(strstr(text, "<|STOP|>") - text);
+    for (size_t piece = 1; piece <= 9; piece++) {
+        collector c;
+        size_t calls = 0;
+        collector_init(&c);
+        CHECK_ST(ta_debug_stream(text, full, piece, NULL, 0, collect_cb, &c, &calls), TA_OK);
+        CHECK(c.all_utf8 && c.len == full && memcmp(c.buf, text, full) == 0, "piece %zu", piece);
+        CHECK(calls == (size_t)c.calls && calls > 0, "calls %zu", calls);
+        collector_init(&c);
+        CHECK_ST(ta_debug_stream(text, full, piece, stops, 1, collect_cb, &c, NULL), TA_OK);
+        CHECK(c.all_utf8 && c.len == cut && memcmp(c.buf, text, cut) == 0, "piece %zu: '%s'", piece, c.buf);
+    }
+    /* Invalid bytes become U+FFFD rather than reaching the callback raw. */
+    collector c;
+    collector_init(&c);
+    CHECK_ST(ta_debug_stream("a\xff\xfe", 3, 1, NULL, 0, collect_cb, &c, NULL), TA_OK);
+    CHECK(c.all_utf8 && strcmp(c.buf, "a\xef\xbf\xbd\xef\xbf\xbd") == 0, "'%s'", c.buf);
+    collector_init(&c);
+    c.stop_after = 1;
+    CHECK_ST(ta_debug_stream(text, full, 2, NULL, 0, collect_cb, &c, NULL), TA_ERR_CANCELLED);
+    CHECK_ST(ta_debug_stream(NULL, 3, 1, NULL, 0, collect_cb, &c, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_debug_stream(text, 3, 0, NULL, 0, collect_cb, &c, NULL), TA_ERR_INVALID_ARG);
 }
 
 static void test_generation(const ta_model *m) {
@@ -671,6 +703,7 @@ int main(int argc, char **argv) {
     model_path = argv[1];
     scratch = argv[2];
     test_versions();
+    test_stream_chunking();
     test_bad_model_files();
     ta_model *m = load_model();
     ta_context *c = new_ctx(m, 512);

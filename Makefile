@@ -1,0 +1,70 @@
+# tabagent — top-level build. The README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+MODEL_DIR ?= $(HOME)/.cache/tabagent/models
+export TABAGENT_TEST_MODEL ?= $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+PROMPT ?= Explain in two sentences what a GGUF file is.
+PY := .venv/bin/python
+LIB := target/release/libtabagent.so
+TESTBIN := build/tests
+CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined \
+               -fno-omit-frame-pointer -Iinclude
+LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
+
+.PHONY: demo test setup build model examples test-rust test-c test-python test-examples lint bench clean
+
+## Set up, build, fetch the default model and stream a chat reply from it.
+demo: setup build model examples
+	./examples/c/build/chat "$(TABAGENT_TEST_MODEL)" "$(PROMPT)" 200
+
+## Every test: Rust unit/integration (incl. header freshness), C under ASan,
+## Python through the ctypes wrapper, the examples, fmt and clippy.
+test: setup build model test-rust test-c test-python test-examples lint
+	@echo "all tests passed"
+
+setup:
+	@./scripts/setup.sh
+
+build:
+	cargo build --release
+
+model:
+	@./scripts/fetch-model.sh >/dev/null
+
+examples: build
+	$(MAKE) -C examples/c
+
+# Contexts spin threads on every core: run model tests one at a time.
+test-rust: build
+	cargo test --release -- --test-threads=1
+
+test-c: build
+	@mkdir -p $(TESTBIN)
+	cc $(CFLAGS_TEST) tests/c/test_api.c -o $(TESTBIN)/test_api $(LDFLAGS_TEST)
+	cc $(CFLAGS_TEST) tests/c/test_quiet.c -o $(TESTBIN)/test_quiet $(LDFLAGS_TEST)
+	rm -rf $(TESTBIN)/scratch && mkdir -p $(TESTBIN)/scratch
+	$(TESTBIN)/test_api "$(TABAGENT_TEST_MODEL)" $(TESTBIN)/scratch
+	head -c 5000 "$(TABAGENT_TEST_MODEL)" > $(TESTBIN)/scratch/short.gguf
+	$(TESTBIN)/test_quiet "$(TABAGENT_TEST_MODEL)" $(TESTBIN)/scratch/short.gguf \
+	    > $(TESTBIN)/quiet.out 2> $(TESTBIN)/quiet.err
+	@if [ -s $(TESTBIN)/quiet.out ] || [ -s $(TESTBIN)/quiet.err ]; then \
+	    echo "FAIL: the library wrote to stdout/stderr:"; cat $(TESTBIN)/quiet.out $(TESTBIN)/quiet.err; exit 1; fi
+	@echo "test_quiet: nothing on stdout or stderr"
+
+test-python: build
+	$(PY) -m pytest -q tests/python
+
+test-examples: examples
+	./examples/c/build/chat "$(TABAGENT_TEST_MODEL)" "What is 2+2?" 16 | grep -q .
+	$(PY) examples/python-ctypes/demo.py "$(TABAGENT_TEST_MODEL)" "What is 2+2?" | grep -q .
+	@echo "examples ran"
+
+lint:
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+
+bench: setup build model
+	./bench/run.sh
+
+clean:
+	cargo clean
+	rm -rf build examples/c/build

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Benchmarks for issue #2. Prints name=value lines (see README "Performance").
+#   bench/run.sh [MODEL.gguf] [THREADS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model="${1:-${TABAGENT_TEST_MODEL:-$HOME/.cache/tabagent/models/SmolLM2-135M-Instruct.Q4_1.gguf}}"
+threads="${2:-${BENCH_THREADS:-$(nproc)}}"
+cargo build --release -q
+# llama.h and the ggml headers from the very llama.cpp build inside libtabagent.a.
+inc=$(dirname "$(ls -t target/release/build/llama-cpp-sys-2-*/out/include/llama.h | head -1)")
+mkdir -p build/bench
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -I"$inc" bench/bench.c -o build/bench/bench \
+    target/release/libtabagent.a -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl
+echo "model=$(basename "$model")"
+build/bench/bench "$model" "$threads"
+PY=python3
+[ -x .venv/bin/python ] && PY=.venv/bin/python
+"$PY" bench/bench_py.py

@@ -1,0 +1,701 @@
+"""Typed ctypes wrapper over libtabagent.
+
+    from tabagent import Model, Context
+
+    with Model("model.gguf") as model, Context(model, n_ctx=2048) as ctx:
+        for piece in ctx.chat_stream([{"role": "user", "content": "Hi!"}], max_tokens=64):
+            print(piece, end="", flush=True)
+
+The library is found through $TABAGENT_LIB, then next to this file's repository
+(target/release), then the system loader path. Every failure raises
+:class:`TabagentError` (or a subclass per status) carrying ``status`` and the
+library's ``message``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import queue
+import sys
+import threading
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    byref,
+    c_bool,
+    c_char,
+    c_char_p,
+    c_double,
+    c_float,
+    c_int32,
+    c_size_t,
+    c_uint8,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+
+__all__ = [
+    "Model",
+    "Context",
+    "ModelInfo",
+    "GenResult",
+    "TabagentError",
+    "CancelledError",
+    "BadModelError",
+    "NotFoundError",
+    "ContextFullError",
+    "BusyError",
+    "InvalidArgumentError",
+    "set_log_callback",
+    "version",
+    "llama_version",
+    "system_info",
+]
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _find_library() -> str:
+    env = os.environ.get("TABAGENT_LIB")
+    if env:
+        return env
+    name = {"darwin": "libtabagent.dylib", "win32": "tabagent.dll"}.get(sys.platform, "libtabagent.so")
+    here = os.path.dirname(os.path.abspath(__file__))
+    for cand in (
+        os.path.join(here, "..", "..", "target", "release", name),
+        os.path.join(here, name),
+    ):
+        if os.path.exists(cand):
+            return os.path.normpath(cand)
+    return name  # let the system loader search
+
+
+_lib = ctypes.CDLL(_find_library())
+
+TA_OK = 0
+_STATUS_NAMES = {
+    0: "OK",
+    1: "NULL_ARG",
+    2: "INVALID_ARG",
+    3: "IO",
+    4: "NOT_FOUND",
+    5: "BAD_MODEL",
+    6: "NETWORK",
+    7: "CHECKSUM",
+    8: "CANCELLED",
+    9: "CONTEXT_FULL",
+    10: "BUSY",
+    11: "UNSUPPORTED",
+    12: "OUT_OF_MEMORY",
+    13: "PANIC",
+    14: "BUFFER_TOO_SMALL",
+    15: "UNAUTHORIZED",
+    16: "OFFLINE",
+    17: "BACKEND",
+}
+STOP_REASONS = {0: "eog", 1: "max_tokens", 2: "stop_string", 3: "cancelled", 4: "context_full"}
+
+
+class _ModelParams(Structure):
+    _fields_ = [
+        ("n_gpu_layers", c_int32),
+        ("use_mmap", c_bool),
+        ("use_mlock", c_bool),
+        ("vocab_only", c_bool),
+        ("progress_callback", c_void_p),
+        ("progress_user_data", c_void_p),
+    ]
+
+
+class _ModelInfo(Structure):
+    _fields_ = [
+        ("architecture", c_char_p),
+        ("name", c_char_p),
+        ("description", c_char_p),
+        ("quantization", c_char_p),
+        ("chat_template", c_char_p),
+        ("n_vocab", c_int32),
+        ("n_ctx_train", c_int32),
+        ("n_embd", c_int32),
+        ("n_layer", c_int32),
+        ("n_head", c_int32),
+        ("n_head_kv", c_int32),
+        ("n_params", c_uint64),
+        ("size_bytes", c_uint64),
+        ("file_size", c_uint64),
+        ("bos_token", c_int32),
+        ("eos_token", c_int32),
+        ("eot_token", c_int32),
+        ("nl_token", c_int32),
+    ]
+
+
+class _ContextParams(Structure):
+    _fields_ = [
+        ("n_ctx", c_uint32),
+        ("n_batch", c_uint32),
+        ("n_ubatch", c_uint32),
+        ("n_threads", c_int32),
+        ("n_threads_batch", c_int32),
+        ("flash_attn", c_int32),
+        ("seed", c_uint32),
+    ]
+
+
+class _GenParams(Structure):
+    _fields_ = [
+        ("temperature", c_float),
+        ("top_k", c_int32),
+        ("top_p", c_float),
+        ("min_p", c_float),
+        ("repeat_penalty", c_float),
+        ("frequency_penalty", c_float),
+        ("presence_penalty", c_float),
+        ("penalty_last_n", c_int32),
+        ("seed", c_uint32),
+        ("max_tokens", c_int32),
+        ("stop", POINTER(c_char_p)),
+        ("n_stop", c_size_t),
+        ("grammar", c_char_p),
+    ]
+
+
+class _GenResult(Structure):
+    _fields_ = [
+        ("stop_reason", c_int32),
+        ("n_prompt_tokens", c_uint32),
+        ("n_reused_tokens", c_uint32),
+        ("n_generated_tokens", c_uint32),
+        ("prompt_ms", c_double),
+        ("gen_ms", c_double),
+    ]
+
+
+class _ChatMessage(Structure):
+    _fields_ = [("role", c_char_p), ("content", c_char_p)]
+
+
+_TEXT_CB = CFUNCTYPE(c_bool, c_void_p, POINTER(c_char), c_size_t)
+_PROGRESS_CB = CFUNCTYPE(c_bool, c_void_p, c_float)
+_LOG_CB = CFUNCTYPE(None, c_void_p, c_int32, POINTER(c_char), c_size_t)
+
+
+def _fn(name, restype, *argtypes):
+    f = getattr(_lib, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+    return f
+
+
+_status_str = _fn("ta_status_str", c_char_p, c_int32)
+_last_error = _fn("ta_last_error", c_char_p)
+_string_free = _fn("ta_string_free", None, c_void_p)
+_version = _fn("ta_version", c_char_p)
+_abi_version = _fn("ta_abi_version", c_uint32)
+_llama_version = _fn("ta_llama_version", c_char_p)
+_system_info = _fn("ta_system_info", c_char_p)
+_set_log_callback = _fn("ta_set_log_callback", c_int32, _LOG_CB, c_void_p, c_int32)
+_model_default_params = _fn("ta_model_default_params", _ModelParams)
+_model_load = _fn("ta_model_load", c_int32, c_char_p, POINTER(_ModelParams), POINTER(c_void_p))
+_model_load_from_buffer = _fn(
+    "ta_model_load_from_buffer", c_int32, POINTER(c_uint8), c_size_t, POINTER(_ModelParams), POINTER(c_void_p)
+)
+_model_free = _fn("ta_model_free", None, c_void_p)
+_model_get_info = _fn("ta_model_get_info", c_int32, c_void_p, POINTER(_ModelInfo))
+_model_meta = _fn("ta_model_meta", c_int32, c_void_p, c_char_p, POINTER(c_void_p))
+_model_json = _fn("ta_model_json", c_int32, c_void_p, POINTER(c_void_p))
+_model_tokenize = _fn(
+    "ta_model_tokenize", c_int32, c_void_p, c_char_p, c_size_t, c_bool, c_bool, POINTER(c_int32), c_size_t,
+    POINTER(c_size_t),
+)
+_model_detokenize = _fn(
+    "ta_model_detokenize", c_int32, c_void_p, POINTER(c_int32), c_size_t, c_bool, c_bool, c_char_p, c_size_t,
+    POINTER(c_size_t),
+)
+_model_token_to_piece = _fn(
+    "ta_model_token_to_piece", c_int32, c_void_p, c_int32, c_bool, c_char_p, c_size_t, POINTER(c_size_t)
+)
+_model_apply_chat_template = _fn(
+    "ta_model_apply_chat_template", c_int32, c_void_p, POINTER(_ChatMessage), c_size_t, c_bool, c_char_p,
+    POINTER(c_void_p),
+)
+_context_default_params = _fn("ta_context_default_params", _ContextParams)
+_gen_default_params = _fn("ta_gen_default_params", _GenParams)
+_context_new = _fn("ta_context_new", c_int32, c_void_p, POINTER(_ContextParams), POINTER(c_void_p))
+_context_free = _fn("ta_context_free", None, c_void_p)
+_context_generate = _fn(
+    "ta_context_generate", c_int32, c_void_p, c_char_p, POINTER(_GenParams), _TEXT_CB, c_void_p, POINTER(_GenResult)
+)
+_context_chat = _fn(
+    "ta_context_chat", c_int32, c_void_p, POINTER(_ChatMessage), c_size_t, POINTER(_GenParams), _TEXT_CB, c_void_p,
+    POINTER(_GenResult),
+)
+_context_cancel = _fn("ta_context_cancel", None, c_void_p)
+_context_reset = _fn("ta_context_reset", c_int32, c_void_p)
+_context_n_ctx = _fn("ta_context_n_ctx", c_uint32, c_void_p)
+
+# ----------------------------------------------------------------------------- errors
+
+
+class TabagentError(Exception):
+    """A failed library call: ``status`` (int), ``status_name`` and ``message``."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.status_name = _STATUS_NAMES.get(status, str(status))
+        self.message = message
+        super().__init__(f"[{self.status_name}] {message}")
+
+
+class InvalidArgumentError(TabagentError, ValueError):
+    pass
+
+
+class NotFoundError(TabagentError, FileNotFoundError):
+    pass
+
+
+class BadModelError(TabagentError):
+    pass
+
+
+class CancelledError(TabagentError):
+    """Generation was stopped; ``result`` holds the counts so far."""
+
+    result: Optional["GenResult"] = None
+
+
+class ContextFullError(TabagentError):
+    pass
+
+
+class BusyError(TabagentError):
+    pass
+
+
+_ERRORS = {2: InvalidArgumentError, 4: NotFoundError, 5: BadModelError, 8: CancelledError, 9: ContextFullError,
+           10: BusyError}
+
+
+def _error(status: int) -> TabagentError:
+    msg = (_last_error() or b"").decode("utf-8", "replace")
+    return _ERRORS.get(status, TabagentError)(status, msg or _status_str(status).decode())
+
+
+def _check(status: int) -> None:
+    if status != TA_OK:
+        raise _error(status)
+
+
+def _take_string(p: c_void_p) -> str:
+    try:
+        return ctypes.string_at(p.value).decode("utf-8", "replace")
+    finally:
+        _string_free(p)
+
+
+def version() -> str:
+    return _version().decode()
+
+
+def llama_version() -> str:
+    return _llama_version().decode()
+
+
+def system_info() -> str:
+    return _system_info().decode()
+
+
+LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR = 1, 2, 3, 4
+_log_keepalive = None
+
+
+def set_log_callback(fn: Optional[Callable[[int, str], None]], min_level: int = LOG_WARN) -> None:
+    """Receive library and llama.cpp log lines as ``fn(level, text)`` (any thread).
+    ``None`` restores silence."""
+    global _log_keepalive
+    if fn is None:
+        _check(_set_log_callback(_LOG_CB(), None, min_level))
+        _log_keepalive = None
+        return
+
+    def trampoline(_ud, level, text, n):
+        try:
+            fn(level, ctypes.string_at(text, n).decode("utf-8", "replace"))
+        except Exception:  # a raising logger must not break the library
+            pass
+
+    cb = _LOG_CB(trampoline)
+    _check(_set_log_callback(cb, None, min_level))
+    _log_keepalive = cb
+
+
+if _abi_version() != 1:
+    raise ImportError(f"libtabagent ABI {_abi_version()} does not match this wrapper (1)")
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    architecture: str
+    name: str
+    description: str
+    quantization: str
+    chat_template: Optional[str]
+    n_vocab: int
+    n_ctx_train: int
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_params: int
+    size_bytes: int
+    file_size: int
+    bos_token: int
+    eos_token: int
+    eot_token: int
+    nl_token: int
+
+
+def _model_params(n_gpu_layers, use_mmap, use_mlock, vocab_only, progress):
+    p = _model_default_params()
+    if n_gpu_layers is not None:
+        p.n_gpu_layers = n_gpu_layers
+    p.use_mmap, p.use_mlock, p.vocab_only = use_mmap, use_mlock, vocab_only
+    keep = None
+    if progress is not None:
+        def trampoline(_ud, frac):
+            try:
+                return progress(frac) is not False
+            except Exception:
+                return False
+
+        keep = _PROGRESS_CB(trampoline)
+        p.progress_callback = ctypes.cast(keep, c_void_p)
+    return p, keep
+
+
+class Model:
+    """A loaded GGUF model, shareable by many contexts and threads."""
+
+    def __init__(self, path: Union[str, os.PathLike], *, n_gpu_layers: Optional[int] = None, use_mmap: bool = True,
+                 use_mlock: bool = False, vocab_only: bool = False,
+                 progress: Optional[Callable[[float], bool]] = None, _handle=None):
+        if _handle is not None:
+            self._h = _handle
+            return
+        p, keep = _model_params(n_gpu_layers, use_mmap, use_mlock, vocab_only, progress)
+        h = c_void_p()
+        st = _model_load(os.fsencode(path), byref(p), byref(h))
+        del keep
+        _check(st)
+        self._h = h
+
+    @classmethod
+    def from_buffer(cls, data: bytes, **kw) -> "Model":
+        """Load from bytes in memory (no temporary file; Linux memfd)."""
+        p, keep = _model_params(kw.get("n_gpu_layers"), True, False, kw.get("vocab_only", False), kw.get("progress"))
+        buf = (c_uint8 * len(data)).from_buffer_copy(data) if not isinstance(data, bytearray) else \
+            (c_uint8 * len(data)).from_buffer(data)
+        h = c_void_p()
+        st = _model_load_from_buffer(buf, len(data), byref(p), byref(h))
+        del keep
+        _check(st)
+        return cls("", _handle=h)
+
+    def _handle(self):
+        if not self._h:
+            raise TabagentError(1, "the model is closed")
+        return self._h
+
+    def close(self) -> None:
+        """Drop this reference (contexts keep the model alive)."""
+        if getattr(self, "_h", None):
+            _model_free(self._h)
+            self._h = None
+
+    __del__ = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def info(self) -> ModelInfo:
+        i = _ModelInfo()
+        _check(_model_get_info(self._handle(), byref(i)))
+        d = {}
+        for name, _t in _ModelInfo._fields_:
+            v = getattr(i, name)
+            d[name] = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+        return ModelInfo(**d)
+
+    def meta(self, key: str) -> Optional[str]:
+        """A GGUF metadata value as text, or None when the key is absent."""
+        out = c_void_p()
+        st = _model_meta(self._handle(), key.encode(), byref(out))
+        if st == 4:
+            return None
+        _check(st)
+        return _take_string(out)
+
+    def json(self) -> dict:
+        import json
+
+        out = c_void_p()
+        _check(_model_json(self._handle(), byref(out)))
+        return json.loads(_take_string(out))
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> List[int]:
+        b = text.encode()
+        n = c_size_t()
+        cap = len(b) + 8
+        while True:
+            buf = (c_int32 * cap)()
+            st = _model_tokenize(self._handle(), b, len(b), add_special, parse_special, buf, cap, byref(n))
+            if st == 14:
+                cap = n.value
+                continue
+            _check(st)
+            return list(buf[: n.value])
+
+    def detokenize(self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = False) -> str:
+        arr = (c_int32 * len(tokens))(*tokens)
+        n = c_size_t()
+        cap = len(tokens) * 8 + 16
+        while True:
+            buf = ctypes.create_string_buffer(cap)
+            st = _model_detokenize(self._handle(), arr, len(tokens), remove_special, unparse_special, buf, cap,
+                                   byref(n))
+            if st == 14:
+                cap = n.value + 1
+                continue
+            _check(st)
+            return buf.raw[: n.value].decode("utf-8", "replace")
+
+    def token_to_piece(self, token: int, special: bool = False) -> bytes:
+        """A token's bytes (possibly part of a UTF-8 character)."""
+        n = c_size_t()
+        buf = ctypes.create_string_buffer(256)
+        _check(_model_token_to_piece(self._handle(), token, special, buf, 256, byref(n)))
+        return buf.raw[: n.value]
+
+    def apply_chat_template(self, messages: Iterable[Mapping[str, str]], add_assistant: bool = True,
+                            template: Optional[str] = None) -> str:
+        arr, keep = _messages(messages)
+        out = c_void_p()
+        _check(_model_apply_chat_template(self._handle(), arr, len(keep) // 2, add_assistant,
+                                          template.encode() if template else None, byref(out)))
+        return _take_string(out)
+
+
+def _messages(messages):
+    msgs = list(messages)
+    keep = []
+    arr = (_ChatMessage * len(msgs))()
+    for i, m in enumerate(msgs):
+        role, content = m["role"].encode(), m["content"].encode()
+        keep += [role, content]
+        arr[i].role, arr[i].content = role, content
+    return arr, keep
+
+# ----------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class GenResult:
+    text: str
+    stop_reason: str
+    n_prompt_tokens: int
+    n_reused_tokens: int
+    n_generated_tokens: int
+    prompt_ms: float
+    gen_ms: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.n_generated_tokens * 1000.0 / self.gen_ms if self.gen_ms > 0 else 0.0
+
+
+_GEN_KEYS = {"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
+             "penalty_last_n", "seed", "max_tokens", "stop", "grammar"}
+
+
+def _gen_params(kw):
+    unknown = set(kw) - _GEN_KEYS
+    if unknown:
+        raise TypeError(f"unknown generation parameter(s): {', '.join(sorted(unknown))}")
+    p = _gen_default_params()
+    keep = []
+    for k, v in kw.items():
+        if v is None:
+            continue
+        if k == "stop":
+            stops = [v] if isinstance(v, str) else list(v)
+            enc = [s.encode() for s in stops]
+            keep.append(enc)
+            arr = (c_char_p * len(enc))(*enc)
+            keep.append(arr)
+            p.stop, p.n_stop = ctypes.cast(arr, POINTER(c_char_p)), len(enc)
+        elif k == "grammar":
+            g = v.encode()
+            keep.append(g)
+            p.grammar = g
+        else:
+            setattr(p, k, v)
+    return p, keep
+
+
+class Context:
+    """One conversation on a model: KV cache, tokenizer, generation. Use from one
+    thread at a time (a concurrent call raises :class:`BusyError`); :meth:`cancel`
+    works from any thread."""
+
+    def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: Optional[int] = None,
+                 n_ubatch: Optional[int] = None, n_threads: int = 0, n_threads_batch: int = 0,
+                 flash_attn: Optional[bool] = None, seed: Optional[int] = None):
+        p = _context_default_params()
+        p.n_ctx = n_ctx
+        if n_batch is not None:
+            p.n_batch = n_batch
+        if n_ubatch is not None:
+            p.n_ubatch = n_ubatch
+        p.n_threads, p.n_threads_batch = n_threads, n_threads_batch
+        p.flash_attn = -1 if flash_attn is None else int(bool(flash_attn))
+        if seed is not None:
+            p.seed = seed
+        h = c_void_p()
+        _check(_context_new(model._handle(), byref(p), byref(h)))
+        self._h = h
+        self.model = model
+
+    def _handle(self):
+        if not self._h:
+            raise TabagentError(1, "the context is closed")
+        return self._h
+
+    def close(self) -> None:
+        if getattr(self, "_h", None):
+            _context_free(self._h)
+            self._h = None
+
+    __del__ = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def n_ctx(self) -> int:
+        return _context_n_ctx(self._handle())
+
+    def cancel(self) -> None:
+        """Stop the call running on this context (safe from any thread)."""
+        if self._h:
+            _context_cancel(self._h)
+
+    def reset(self) -> None:
+        _check(_context_reset(self._handle()))
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> List[int]:
+        return self.model.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: Sequence[int], **kw) -> str:
+        return self.model.detokenize(tokens, **kw)
+
+    def _run(self, call, on_text: Optional[Callable[[str], Optional[bool]]], kw) -> GenResult:
+        p, keep = _gen_params(kw)
+        parts: List[str] = []
+        err: List[BaseException] = []
+
+        def trampoline(_ud, text, n):
+            s = ctypes.string_at(text, n).decode("utf-8")
+            parts.append(s)
+            if on_text is None:
+                return True
+            try:
+                return on_text(s) is not False
+            except BaseException as e:  # re-raised after the call returns
+                err.append(e)
+                return False
+
+        cb = _TEXT_CB(trampoline)
+        r = _GenResult()
+        st = call(p, cb, r)
+        del keep
+        if err:
+            raise err[0]
+        res = GenResult("".join(parts), STOP_REASONS.get(r.stop_reason, str(r.stop_reason)), r.n_prompt_tokens,
+                        r.n_reused_tokens, r.n_generated_tokens, r.prompt_ms, r.gen_ms)
+        if st != TA_OK:
+            e = _error(st)
+            if isinstance(e, CancelledError):
+                e.result = res
+            raise e
+        return res
+
+    def generate(self, prompt: str, *, on_text: Optional[Callable[[str], Optional[bool]]] = None,
+                 **params) -> GenResult:
+        """Continue ``prompt``; ``on_text(piece)`` returning False stops (CancelledError)."""
+        b = prompt.encode()
+        return self._run(lambda p, cb, r: _context_generate(self._handle(), b, byref(p), cb, None, byref(r)),
+                         on_text, params)
+
+    def chat(self, messages: Iterable[Mapping[str, str]], *,
+             on_text: Optional[Callable[[str], Optional[bool]]] = None, **params) -> GenResult:
+        """Reply to ``messages`` ([{"role": ..., "content": ...}]) using the model's template."""
+        arr, keep = _messages(messages)
+        return self._run(lambda p, cb, r: _context_chat(self._handle(), arr, len(keep) // 2, byref(p), cb, None,
+                                                        byref(r)), on_text, params)
+
+    def _stream(self, start) -> Iterator[str]:
+        q: "queue.Queue" = queue.Queue()
+        stop = threading.Event()
+        done = object()
+
+        def on_text(s):
+            q.put(s)
+            return not stop.is_set()
+
+        def worker():
+            try:
+                start(on_text)
+                q.put(done)
+            except CancelledError as e:
+                q.put(done if stop.is_set() else e)
+            except BaseException as e:
+                q.put(e)
+
+        t = threading.Thread(target=worker, daemon=True)
+        t.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            # Consumer stopped early (break / close): stop generation, wait for it.
+            stop.set()
+            self.cancel()
+            t.join()
+
+    def stream(self, prompt: str, **params) -> Iterator[str]:
+        """Yield text pieces as they are generated; breaking out stops generation."""
+        return self._stream(lambda cb: self.generate(prompt, on_text=cb, **params))
+
+    def chat_stream(self, messages: Iterable[Mapping[str, str]], **params) -> Iterator[str]:
+        msgs = list(messages)
+        return self._stream(lambda cb: self.chat(msgs, on_text=cb, **params))

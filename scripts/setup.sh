@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian/Ubuntu machine lacks to build and test tabagent:
+# cmake and a C/C++ toolchain for llama.cpp, clang/libclang for bindgen, Python's
+# venv for the test suite. Idempotent: does nothing when everything is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v cc >/dev/null && command -v c++ >/dev/null || need+=(build-essential)
+command -v clang >/dev/null || need+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v git >/dev/null || need+=(git)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: Rust (cargo) is required: https://rustup.rs" >&2
+    exit 1
+fi
+
+# Test-only Python packages live in a virtualenv inside the repository.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest' 2>/dev/null; then
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check pytest
+fi

@@ -1,0 +1,234 @@
+"""pytest suite driving libtabagent through the ctypes wrapper."""
+
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "python-ctypes"))
+import tabagent  # noqa: E402
+
+MODEL = os.environ.get(
+    "TABAGENT_TEST_MODEL", os.path.expanduser("~/.cache/tabagent/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    assert os.path.exists(MODEL), f"test model missing at {MODEL}: run scripts/fetch-model.sh"
+    with tabagent.Model(MODEL) as m:
+        yield m
+
+
+@pytest.fixture
+def ctx(model):
+    with tabagent.Context(model, n_ctx=1024, n_threads=2) as c:
+        yield c
+
+
+def test_versions():
+    assert tabagent.version().count(".") == 2
+    assert tabagent.llama_version()
+    assert "CPU" in tabagent.system_info()
+
+
+def test_info_and_metadata(model):
+    info = model.info
+    assert info.architecture == "llama"
+    assert info.quantization == "Q4_1"
+    assert (info.n_vocab, info.n_layer, info.n_embd, info.n_ctx_train) == (49152, 30, 576, 8192)
+    assert info.file_size == os.path.getsize(MODEL)
+    assert "im_start" in info.chat_template
+    assert model.meta("llama.block_count") == "30"
+    assert model.meta("no.such.key") is None
+    doc = model.json()
+    assert doc["n_layer"] == 30 and doc["gguf"]["metadata"]["general.architecture"] == "llama"
+
+
+def test_tokenize_round_trip(model):
+    text = "Hello, wörld! 你好 🙂"
+    toks = model.tokenize(text, add_special=False)
+    assert model.detokenize(toks) == text
+    assert b"".join(model.token_to_piece(t) for t in toks).decode() == text
+    assert len(model.tokenize("<|im_start|>", add_special=False, parse_special=True)) == 1
+
+
+def test_generate_is_deterministic_when_greedy(ctx):
+    a = ctx.generate("The capital of France is", temperature=0, max_tokens=12)
+    b = ctx.generate("The capital of France is", temperature=0, max_tokens=12)
+    assert a.text and a.text == b.text
+    assert b.n_reused_tokens == b.n_prompt_tokens - 1
+    assert a.stop_reason in ("max_tokens", "eog")
+
+
+def test_seeded_sampling_repeats(ctx):
+    a = ctx.generate("Once upon a time", temperature=1.0, seed=42, max_tokens=20)
+    b = ctx.generate("Once upon a time", temperature=1.0, seed=42, max_tokens=20)
+    assert a.text == b.text
+
+
+def test_stream_yields_the_same_text(ctx):
+    full = ctx.generate("The capital of France is", temperature=0, max_tokens=16).text
+    pieces = list(ctx.stream("The capital of France is", temperature=0, max_tokens=16))
+    assert len(pieces) > 1
+    assert "".join(pieces) == full
+
+
+def test_breaking_out_of_a_stream_stops_generation(ctx):
+    it = ctx.stream("Once upon a time, in a land far away,", temperature=0, max_tokens=200)
+    first = next(it)
+    assert first
+    it.close()  # stops generation and joins the worker
+    r = ctx.generate("Hi", temperature=0, max_tokens=2)  # context usable again
+    assert r.n_generated_tokens >= 1
+
+
+def test_on_text_false_raises_cancelled_with_result(ctx):
+    seen = []
+    with pytest.raises(tabagent.CancelledError) as ei:
+        ctx.generate("Once upon a time, in a land far away,", temperature=0, max_tokens=64,
+                     on_text=lambda s: seen.append(s) or len(seen) < 2)
+    assert len(seen) == 2
+    assert ei.value.result.stop_reason == "cancelled"
+    assert ei.value.status == 8 and ei.value.message
+
+
+def test_exception_in_callback_propagates(ctx):
+    def boom(_s):
+        raise RuntimeError("from callback")
+
+    with pytest.raises(RuntimeError, match="from callback"):
+        ctx.generate("Hello", max_tokens=4, on_text=boom)
+
+
+def test_stop_strings(ctx):
+    full = ctx.generate("Count: 1, 2, 3, 4,", temperature=0, max_tokens=20).text
+    stop = full.strip()[2:5]
+    r = ctx.generate("Count: 1, 2, 3, 4,", temperature=0, max_tokens=20, stop=[stop])
+    assert r.stop_reason == "stop_string"
+    assert stop not in r.text and full.startswith(r.text)
+
+
+def test_chat_second_turn_reuses_history(ctx):
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."}]
+    r1 = ctx.chat(msgs, temperature=0, max_tokens=16)
+    msgs += [{"role": "assistant", "content": r1.text}, {"role": "user", "content": "Another one?"}]
+    r2 = ctx.chat(msgs, temperature=0, max_tokens=8)
+    assert r2.n_reused_tokens >= r1.n_prompt_tokens
+    assert r2.n_prompt_tokens - r2.n_reused_tokens < 40
+
+
+def test_grammar(ctx):
+    r = ctx.generate("Is water wet? Answer:", temperature=0, max_tokens=8, grammar='root ::= "yes" | "no"')
+    assert r.text in ("yes", "no")
+
+
+def test_cancel_from_another_thread(model):
+    with tabagent.Context(model, n_ctx=4096, n_threads=2) as c:
+        long = "The quick brown fox jumps over the lazy dog. " * 300
+        threading.Timer(0.15, c.cancel).start()
+        with pytest.raises(tabagent.CancelledError):
+            c.generate(long, temperature=0, max_tokens=100)
+
+
+def test_busy_when_used_from_two_threads(model):
+    with tabagent.Context(model, n_ctx=512, n_threads=1) as c:
+        started, release = threading.Event(), threading.Event()
+
+        def slow(_s):
+            started.set()
+            release.wait(10)
+            return False
+
+        t = threading.Thread(target=lambda: pytest.raises(tabagent.CancelledError, c.generate, "Hi",
+                                                          max_tokens=50, on_text=slow))
+        t.start()
+        assert started.wait(10)
+        with pytest.raises(tabagent.BusyError):
+            c.generate("x", max_tokens=1)
+        release.set()
+        t.join()
+
+
+def test_context_full(model):
+    with tabagent.Context(model, n_ctx=256) as c:
+        with pytest.raises(tabagent.ContextFullError, match="n_ctx"):
+            c.generate("word " * 1000, max_tokens=4)
+
+
+def test_bad_files_raise_with_path(tmp_path):
+    p = tmp_path / "junk.gguf"
+    p.write_bytes(b"not a model at all")
+    with pytest.raises(tabagent.BadModelError) as ei:
+        tabagent.Model(p)
+    assert str(p) in ei.value.message and "GGUF" in ei.value.message
+    with pytest.raises(tabagent.NotFoundError):
+        tabagent.Model(tmp_path / "missing.gguf")
+    with open(MODEL, "rb") as f:
+        head = f.read(50000)
+    t = tmp_path / "truncated.gguf"
+    t.write_bytes(head)
+    with pytest.raises(tabagent.BadModelError, match="truncated"):
+        tabagent.Model(t)
+
+
+def test_from_buffer_and_model_outlives_handle():
+    with open(MODEL, "rb") as f:
+        data = f.read()
+    m = tabagent.Model.from_buffer(data)
+    del data
+    c = tabagent.Context(m, n_ctx=256, n_threads=2)
+    m.close()  # the context keeps the model alive
+    assert c.generate("Hello", temperature=0, max_tokens=3).n_generated_tokens >= 1
+    c.close()
+
+
+def test_progress_callback_cancels_load():
+    calls = []
+    with pytest.raises(tabagent.CancelledError):
+        tabagent.Model(MODEL, progress=lambda f: calls.append(f) or False)
+    assert calls
+
+
+def test_log_callback_receives_lines():
+    lines = []
+    tabagent.set_log_callback(lambda lvl, text: lines.append((lvl, text)), tabagent.LOG_INFO)
+    try:
+        tabagent.Model(MODEL, vocab_only=True).close()
+    finally:
+        tabagent.set_log_callback(None)
+    assert lines and all(lvl >= tabagent.LOG_INFO for lvl, _ in lines)
+
+
+def test_two_contexts_two_threads(model):
+    out = {}
+
+    def run(i):
+        with tabagent.Context(model, n_ctx=256, n_threads=1) as c:
+            out[i] = c.generate("The three primary colours are", temperature=0, max_tokens=10).text
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert out[0] and out[0] == out[1]
+
+
+def test_unknown_parameter_is_a_type_error(ctx):
+    with pytest.raises(TypeError):
+        ctx.generate("x", temprature=0.1)
+
+
+def test_invalid_parameter_value(ctx):
+    with pytest.raises(tabagent.InvalidArgumentError, match="top_p"):
+        ctx.generate("x", top_p=0.0)
+
+
+def test_closed_handles_raise(model):
+    c = tabagent.Context(model, n_ctx=256)
+    c.close()
+    with pytest.raises(tabagent.TabagentError):
+        c.generate("x")
+    time.sleep(0)
