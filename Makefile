@@ -56,6 +56,9 @@ test-python: build
 test-examples: examples
 	./examples/c/build/chat "$(TABAGENT_TEST_MODEL)" "What is 2+2?" 16 | grep -q .
 	$(PY) examples/python-ctypes/demo.py "$(TABAGENT_TEST_MODEL)" "What is 2+2?" | grep -q .
+	./examples/c/build/info "$(TABAGENT_TEST_MODEL)" 2048 | grep -q "^Fit"
+	./examples/c/build/info --json | $(PY) -c 'import json,sys; d=json.load(sys.stdin); assert d["cpu"]["logical_cores"] > 0'
+	$(PY) examples/python-ctypes/info.py "$(TABAGENT_TEST_MODEL)" | grep -q "^Fit"
 	@echo "examples ran"
 
 lint:

@@ -23,6 +23,11 @@
 
 
 /**
+ * Deepest `( ... )` nesting accepted; see the module docs for why there is one.
+ */
+#define MAX_NESTING 256
+
+/**
  * Version of this library (also `ta_version()`).
  * (Literals so cbindgen can emit them; a test keeps them equal to Cargo.toml.)
  */
@@ -81,6 +86,12 @@
  * is safe from any thread.
  */
 typedef struct ta_context ta_context;
+
+/**
+ * A snapshot of the machine, opaque. Create with `ta_hardware_detect`, free with
+ * `ta_hardware_free`. Immutable: safe to use from many threads at once.
+ */
+typedef struct ta_hardware ta_hardware;
 
 /**
  * A loaded model, opaque. Free with `ta_model_free`. Safe to use from many threads
@@ -228,6 +239,135 @@ typedef struct {
   const char *role;
   const char *content;
 } ta_chat_message;
+
+/**
+ * CPU facts. Strings are borrowed from the `ta_hardware` (valid until it is freed).
+ */
+typedef struct {
+  /**
+   * "GenuineIntel", "AuthenticAMD", "ARM", …
+   */
+  const char *vendor;
+  const char *brand;
+  /**
+   * Micro-architecture: "zen4", "skylake-x", "neoverse-n1", or "unknown".
+   */
+  const char *uarch;
+  /**
+   * Space-separated SIMD features ("sse4_2 avx avx2 fma f16c …").
+   */
+  const char *features;
+  uint32_t family;
+  uint32_t model;
+  uint32_t stepping;
+  /**
+   * x86-64 micro-architecture level 1–4 (0 on other CPUs).
+   */
+  uint32_t x86_64_level;
+  uint32_t physical_cores;
+  uint32_t logical_cores;
+  uint32_t l1d_kb;
+  uint32_t l2_kb;
+  uint32_t l3_kb;
+  /**
+   * Threads to use for inference (physical cores this process may run on).
+   */
+  uint32_t recommended_threads;
+} ta_cpu_info;
+
+/**
+ * Memory available to this process; cgroup (container) limits are honoured.
+ */
+typedef struct {
+  uint64_t total_bytes;
+  uint64_t available_bytes;
+  uint64_t host_total_bytes;
+  uint64_t host_available_bytes;
+  /**
+   * The cgroup memory limit, 0 when there is none.
+   */
+  uint64_t cgroup_limit_bytes;
+  uint64_t swap_total_bytes;
+} ta_memory_info;
+
+/**
+ * One GPU found through its driver (dlopen'ed; no SDK is linked). Strings are
+ * borrowed from the `ta_hardware`; optional ones are NULL when unknown.
+ */
+typedef struct {
+  /**
+   * "cuda", "vulkan" or "metal".
+   */
+  const char *backend;
+  const char *name;
+  /**
+   * CUDA compute capability ("8.6"), or NULL.
+   */
+  const char *compute_capability;
+  /**
+   * Vulkan device type ("discrete", "integrated", …), or NULL.
+   */
+  const char *device_type;
+  /**
+   * Driver version text, or NULL.
+   */
+  const char *driver;
+  uint32_t index;
+  uint64_t total_bytes;
+  /**
+   * Free memory; meaningful only when `has_free_bytes`.
+   */
+  uint64_t free_bytes;
+  bool has_free_bytes;
+} ta_gpu_info;
+
+/**
+ * This build of the library versus the CPU. Strings borrowed from the `ta_hardware`.
+ */
+typedef struct {
+  /**
+   * Space-separated CPU features this build's ggml uses.
+   */
+  const char *features;
+  /**
+   * The best build variant for this CPU ("x86-64-v3", "x86-64-v4", "aarch64-dotprod", …).
+   */
+  const char *best_variant;
+  /**
+   * Set when the CPU could run a faster build than this one ("this CPU supports
+   * AVX2 … but this build uses none of them; rebuild with …"); NULL otherwise.
+   */
+  const char *warning;
+  /**
+   * Space-separated GPU backends compiled in ("" for a CPU-only build).
+   */
+  const char *gpu_backends;
+  /**
+   * Whether llama.cpp can offload layers to a GPU in this build and machine.
+   */
+  bool gpu_offload;
+} ta_build_info;
+
+/**
+ * A memory estimate for a model and context size, and advice.
+ */
+typedef struct {
+  /**
+   * The context size estimated for (padded as llama.cpp pads it).
+   */
+  uint32_t n_ctx;
+  uint64_t weights_bytes;
+  uint64_t kv_bytes;
+  uint64_t compute_bytes;
+  uint64_t total_bytes;
+  bool fits_ram;
+  bool fits_vram;
+  /**
+   * -1 = all layers on the GPU, 0 = none (no GPU), else a count.
+   */
+  int32_t recommended_gpu_layers;
+  uint32_t recommended_threads;
+} ta_fit;
 
 /**
  * Load progress: `progress` goes from 0.0 to 1.0. Return true to continue, false to
@@ -602,6 +742,97 @@ ta_status ta_debug_stream(const char *text,
                           ta_text_callback callback,
                           void *user_data,
                           size_t *out_calls);
+
+/**
+ * Probe the machine: CPU (cpuid / /proc/cpuinfo), memory (with cgroup limits),
+ * GPUs (CUDA and Vulkan drivers through dlopen; a missing driver means no GPU, not
+ * an error). `*out_hw` receives an owned snapshot (free with `ta_hardware_free`).
+ *
+ * # Safety
+ * `out_hw` must be writable.
+ */
+ta_status ta_hardware_detect(ta_hardware **out_hw);
+
+/**
+ * Free a hardware snapshot. NULL is a no-op.
+ *
+ * # Safety
+ * `hw` must come from `ta_hardware_detect` and not be freed twice.
+ */
+void ta_hardware_free(ta_hardware *hw);
+
+/**
+ * CPU facts (strings borrowed from `hw`).
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_hardware_cpu(const ta_hardware *hw, ta_cpu_info *out_cpu);
+
+/**
+ * Memory facts.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_hardware_memory(const ta_hardware *hw, ta_memory_info *out_mem);
+
+/**
+ * Number of GPUs found (0 when `hw` is NULL).
+ *
+ * # Safety
+ * `hw` must be NULL or valid.
+ */
+size_t ta_hardware_gpu_count(const ta_hardware *hw);
+
+/**
+ * GPU `index` (0-based; `TA_ERR_INVALID_ARG` past the end).
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_hardware_gpu(const ta_hardware *hw, size_t index, ta_gpu_info *out_gpu);
+
+/**
+ * This build versus this CPU: features used, best variant, a warning when a
+ * faster build would run here, compiled GPU backends.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_hardware_build(const ta_hardware *hw, ta_build_info *out_build);
+
+/**
+ * Everything as one JSON document (owned: free with `ta_string_free`).
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_hardware_json(const ta_hardware *hw, char **out_json);
+
+/**
+ * Estimate the memory a model file needs with an `n_ctx`-token context (0 = the
+ * model's training context), without loading it: weights, KV cache, compute
+ * buffers; whether it fits in RAM / VRAM; recommended threads and GPU layers.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_hardware_fit_file(const ta_hardware *hw,
+                               const char *path,
+                               uint32_t n_ctx,
+                               ta_fit *out_fit);
+
+/**
+ * `ta_hardware_fit_file` for a loaded model.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_hardware_fit_model(const ta_hardware *hw,
+                                const ta_model *model,
+                                uint32_t n_ctx,
+                                ta_fit *out_fit);
 
 /**
  * Default load parameters: all GPU layers, mmap on, mlock off, full model, no callback.

@@ -40,6 +40,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 __all__ = [
+    "Hardware",
+    "CpuInfo",
+    "MemoryInfo",
+    "GpuInfo",
+    "BuildInfo",
+    "Fit",
     "Model",
     "Context",
     "ModelInfo",
@@ -699,3 +705,175 @@ class Context:
     def chat_stream(self, messages: Iterable[Mapping[str, str]], **params) -> Iterator[str]:
         msgs = list(messages)
         return self._stream(lambda cb: self.chat(msgs, on_text=cb, **params))
+
+
+# ----------------------------------------------------------------------------- hardware
+
+
+class _CpuInfo(Structure):
+    _fields_ = [("vendor", c_char_p), ("brand", c_char_p), ("uarch", c_char_p), ("features", c_char_p),
+                ("family", c_uint32), ("model", c_uint32), ("stepping", c_uint32), ("x86_64_level", c_uint32),
+                ("physical_cores", c_uint32), ("logical_cores", c_uint32), ("l1d_kb", c_uint32),
+                ("l2_kb", c_uint32), ("l3_kb", c_uint32), ("recommended_threads", c_uint32)]
+
+
+class _MemoryInfo(Structure):
+    _fields_ = [("total_bytes", c_uint64), ("available_bytes", c_uint64), ("host_total_bytes", c_uint64),
+                ("host_available_bytes", c_uint64), ("cgroup_limit_bytes", c_uint64),
+                ("swap_total_bytes", c_uint64)]
+
+
+class _GpuInfo(Structure):
+    _fields_ = [("backend", c_char_p), ("name", c_char_p), ("compute_capability", c_char_p),
+                ("device_type", c_char_p), ("driver", c_char_p), ("index", c_uint32), ("total_bytes", c_uint64),
+                ("free_bytes", c_uint64), ("has_free_bytes", c_bool)]
+
+
+class _BuildInfo(Structure):
+    _fields_ = [("features", c_char_p), ("best_variant", c_char_p), ("warning", c_char_p),
+                ("gpu_backends", c_char_p), ("gpu_offload", c_bool)]
+
+
+class _Fit(Structure):
+    _fields_ = [("n_ctx", c_uint32), ("weights_bytes", c_uint64), ("kv_bytes", c_uint64),
+                ("compute_bytes", c_uint64), ("total_bytes", c_uint64), ("fits_ram", c_bool),
+                ("fits_vram", c_bool), ("recommended_gpu_layers", c_int32), ("recommended_threads", c_uint32)]
+
+
+_hw_detect = _fn("ta_hardware_detect", c_int32, POINTER(c_void_p))
+_hw_free = _fn("ta_hardware_free", None, c_void_p)
+_hw_cpu = _fn("ta_hardware_cpu", c_int32, c_void_p, POINTER(_CpuInfo))
+_hw_memory = _fn("ta_hardware_memory", c_int32, c_void_p, POINTER(_MemoryInfo))
+_hw_gpu_count = _fn("ta_hardware_gpu_count", c_size_t, c_void_p)
+_hw_gpu = _fn("ta_hardware_gpu", c_int32, c_void_p, c_size_t, POINTER(_GpuInfo))
+_hw_build = _fn("ta_hardware_build", c_int32, c_void_p, POINTER(_BuildInfo))
+_hw_json = _fn("ta_hardware_json", c_int32, c_void_p, POINTER(c_void_p))
+_hw_fit_file = _fn("ta_hardware_fit_file", c_int32, c_void_p, c_char_p, c_uint32, POINTER(_Fit))
+_hw_fit_model = _fn("ta_hardware_fit_model", c_int32, c_void_p, c_void_p, c_uint32, POINTER(_Fit))
+
+
+def _struct_dict(st, split=()):
+    d = {}
+    for name, _t in st._fields_:
+        v = getattr(st, name)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        if name in split:
+            v = tuple(v.split()) if v else ()
+        d[name] = v
+    return d
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    vendor: str
+    brand: str
+    uarch: str
+    features: tuple
+    family: int
+    model: int
+    stepping: int
+    x86_64_level: int
+    physical_cores: int
+    logical_cores: int
+    l1d_kb: int
+    l2_kb: int
+    l3_kb: int
+    recommended_threads: int
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    total_bytes: int
+    available_bytes: int
+    host_total_bytes: int
+    host_available_bytes: int
+    cgroup_limit_bytes: int
+    swap_total_bytes: int
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    backend: str
+    name: str
+    compute_capability: Optional[str]
+    device_type: Optional[str]
+    driver: Optional[str]
+    index: int
+    total_bytes: int
+    free_bytes: Optional[int]
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    features: tuple
+    best_variant: str
+    warning: Optional[str]
+    gpu_backends: tuple
+    gpu_offload: bool
+
+
+@dataclass(frozen=True)
+class Fit:
+    n_ctx: int
+    weights_bytes: int
+    kv_bytes: int
+    compute_bytes: int
+    total_bytes: int
+    fits_ram: bool
+    fits_vram: bool
+    recommended_gpu_layers: int
+    recommended_threads: int
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What this machine can run: ``Hardware.detect()``."""
+
+    cpu: CpuInfo
+    memory: MemoryInfo
+    gpus: tuple
+    build: BuildInfo
+    json: dict
+
+    @classmethod
+    def detect(cls) -> "Hardware":
+        import json as _json
+
+        h = c_void_p()
+        _check(_hw_detect(byref(h)))
+        try:
+            c, m, b = _CpuInfo(), _MemoryInfo(), _BuildInfo()
+            _check(_hw_cpu(h, byref(c)))
+            _check(_hw_memory(h, byref(m)))
+            _check(_hw_build(h, byref(b)))
+            gpus = []
+            for i in range(_hw_gpu_count(h)):
+                g = _GpuInfo()
+                _check(_hw_gpu(h, i, byref(g)))
+                d = _struct_dict(g)
+                has = d.pop("has_free_bytes")
+                d["free_bytes"] = d["free_bytes"] if has else None
+                gpus.append(GpuInfo(**d))
+            out = c_void_p()
+            _check(_hw_json(h, byref(out)))
+            doc = _json.loads(_take_string(out))
+            return cls(CpuInfo(**_struct_dict(c, split=("features",))), MemoryInfo(**_struct_dict(m)), tuple(gpus),
+                       BuildInfo(**_struct_dict(b, split=("features", "gpu_backends"))), doc)
+        finally:
+            _hw_free(h)
+
+    @staticmethod
+    def fit(model: Union[str, os.PathLike, "Model"], n_ctx: int = 4096) -> Fit:
+        """Memory a model needs at ``n_ctx`` and whether it fits, without loading it."""
+        h = c_void_p()
+        _check(_hw_detect(byref(h)))
+        try:
+            f = _Fit()
+            if isinstance(model, Model):
+                _check(_hw_fit_model(h, model._handle(), n_ctx, byref(f)))
+            else:
+                _check(_hw_fit_file(h, os.fsencode(model), n_ctx, byref(f)))
+            return Fit(**_struct_dict(f))
+        finally:
+            _hw_free(h)

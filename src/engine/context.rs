@@ -221,38 +221,15 @@ impl Drop for Context {
     }
 }
 
-/// Physical cores of this machine (distinct core/package pairs), falling back to
-/// the logical count. Hyper-threads slow ggml's matrix kernels down.
+/// Threads to use by default: the physical cores this process may run on (SMT
+/// siblings share SIMD units; extra threads only add contention). Detected once.
 pub fn physical_cores() -> u32 {
-    use std::collections::HashSet;
-    let logical = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    let mut set = HashSet::new();
-    if let Ok(rd) = std::fs::read_dir("/sys/devices/system/cpu") {
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            if !name.starts_with("cpu")
-                || !name[3..].chars().all(|c| c.is_ascii_digit())
-                || name.len() == 3
-            {
-                continue;
-            }
-            let t = e.path().join("topology");
-            let core = std::fs::read_to_string(t.join("core_id")).ok();
-            let pkg = std::fs::read_to_string(t.join("physical_package_id")).ok();
-            if let (Some(c), Some(p)) = (core, pkg) {
-                set.insert((c.trim().to_owned(), p.trim().to_owned()));
-            }
-        }
-    }
-    let phys = set.len() as u32;
-    if phys == 0 {
-        logical
-    } else {
-        phys.min(logical).max(1)
-    }
+    static N: once_cell::sync::Lazy<u32> = once_cell::sync::Lazy::new(|| {
+        let c = crate::hardware::cpu::detect();
+        let cap = c.affinity_cores.min(c.logical_cores).max(1);
+        c.physical_cores.clamp(1, cap)
+    });
+    *N
 }
 
 impl Context {

@@ -5,6 +5,7 @@
 #![allow(non_camel_case_types)]
 
 pub mod context;
+pub mod hardware;
 pub mod model;
 
 use crate::error::{Error, ErrorKind, Result};

@@ -6,6 +6,7 @@
 //! reasons go to [`HardwareInfo::probe_notes`].
 
 pub mod cpu;
+pub mod fit;
 pub mod gpu;
 pub mod memory;
 

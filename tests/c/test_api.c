@@ -695,6 +695,76 @@ static void test_log_callback(void) {
     ta_model_free(m);
 }
 
+static void test_hardware(const ta_model *m) {
+    ta_hardware *hw = (ta_hardware *)1;
+    CHECK_ST(ta_hardware_detect(NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_detect(&hw), TA_OK);
+    ta_cpu_info cpu;
+    ta_memory_info mem;
+    ta_build_info build;
+    ta_gpu_info gpu;
+    ta_fit fit;
+    char *json = NULL;
+    CHECK_ST(ta_hardware_cpu(NULL, &cpu), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_cpu(hw, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_memory(NULL, &mem), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_memory(hw, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_build(NULL, &build), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_build(hw, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_gpu(NULL, 0, &gpu), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_gpu(hw, 0, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_json(NULL, &json), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_json(hw, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_fit_file(NULL, model_path, 512, &fit), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_fit_file(hw, NULL, 512, &fit), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_fit_file(hw, model_path, 512, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_fit_model(NULL, m, 512, &fit), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_fit_model(hw, NULL, 512, &fit), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_hardware_fit_model(hw, m, 512, NULL), TA_ERR_NULL_ARG);
+    CHECK(ta_hardware_gpu_count(NULL) == 0, "gpu_count(NULL)");
+    ta_hardware_free(NULL);
+
+    CHECK_ST(ta_hardware_cpu(hw, &cpu), TA_OK);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    CHECK(cpu.logical_cores == (uint32_t)online, "%u vs %ld", cpu.logical_cores, online);
+    CHECK(cpu.physical_cores >= 1 && cpu.physical_cores <= cpu.logical_cores, "%u", cpu.physical_cores);
+    CHECK(cpu.recommended_threads >= 1 && cpu.recommended_threads <= cpu.logical_cores, "%u", cpu.recommended_threads);
+    CHECK(strlen(cpu.vendor) > 0 && strlen(cpu.uarch) > 0, "vendor/uarch");
+    /* The features agree with /proc/cpuinfo's flags line. */
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[8192];
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "flags", 5) == 0) break;
+        fclose(f);
+        bool avx2 = strstr(line, " avx2") != NULL;
+        CHECK((strstr(cpu.features, "avx2") != NULL) == avx2, "avx2 %d: %s", avx2, cpu.features);
+        if (avx2) CHECK(cpu.x86_64_level >= 3, "level %u", cpu.x86_64_level);
+    }
+    CHECK_ST(ta_hardware_memory(hw, &mem), TA_OK);
+    CHECK(mem.total_bytes > 0 && mem.available_bytes <= mem.total_bytes, "mem");
+    CHECK_ST(ta_hardware_build(hw, &build), TA_OK);
+    CHECK(build.warning == NULL, "warning on a native build: %s", build.warning);
+    CHECK(strcmp(build.gpu_backends, "") == 0 && !build.gpu_offload, "CPU build: '%s'", build.gpu_backends);
+    size_t n_gpu = ta_hardware_gpu_count(hw);
+    CHECK_ST(ta_hardware_gpu(hw, n_gpu, &gpu), TA_ERR_INVALID_ARG);
+    CHECK_ST(ta_hardware_json(hw, &json), TA_OK);
+    CHECK(json && strstr(json, "\"cpu\"") && strstr(json, "\"gpus\"") && strstr(json, "\"build\""), "json");
+    ta_string_free(json);
+
+    ta_fit a, b;
+    CHECK_ST(ta_hardware_fit_file(hw, model_path, 512, &a), TA_OK);
+    CHECK_ST(ta_hardware_fit_model(hw, m, 4096, &b), TA_OK);
+    CHECK(a.n_ctx == 512 && b.n_ctx == 4096, "%u %u", a.n_ctx, b.n_ctx);
+    CHECK(a.weights_bytes == b.weights_bytes && b.kv_bytes == 8 * a.kv_bytes, "kv scales with n_ctx");
+    CHECK(a.total_bytes == a.weights_bytes + a.kv_bytes + a.compute_bytes, "sum");
+    CHECK((a.fits_ram && !a.fits_vram && a.recommended_gpu_layers == 0) || n_gpu > 0, "advice");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/not-gguf.gguf", scratch);
+    CHECK_ST(ta_hardware_fit_file(hw, path, 512, &fit), TA_ERR_BAD_MODEL);
+    ta_hardware_free(hw);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
@@ -715,6 +785,7 @@ int main(int argc, char **argv) {
     test_cancel_from_thread(m);
     test_busy(m);
     test_two_threads(m);
+    test_hardware(m);
     ta_context_free(c);
     ta_model_free(m);
     test_free_orders();

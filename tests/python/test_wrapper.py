@@ -232,3 +232,29 @@ def test_closed_handles_raise(model):
     with pytest.raises(tabagent.TabagentError):
         c.generate("x")
     time.sleep(0)
+
+
+def test_hardware_matches_proc_cpuinfo():
+    hw = tabagent.Hardware.detect()
+    assert hw.cpu.logical_cores == os.cpu_count()
+    assert 1 <= hw.cpu.recommended_threads <= hw.cpu.logical_cores
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        flags = None
+    if flags is not None:
+        for f in ("avx", "avx2", "fma", "sse4_2"):
+            assert (f in hw.cpu.features) == (f in flags), f
+    assert hw.memory.total_bytes > 0
+    assert hw.build.warning is None
+    assert hw.gpus == ()  # no GPU drivers on the test machines
+    assert hw.json["cpu"]["vendor"] == hw.cpu.vendor
+
+
+def test_fit(model):
+    a = tabagent.Hardware.fit(MODEL, 512)
+    b = tabagent.Hardware.fit(model, 4096)
+    assert b.kv_bytes == 8 * a.kv_bytes and a.weights_bytes == b.weights_bytes
+    assert a.fits_ram and a.recommended_gpu_layers == 0
+    with pytest.raises(tabagent.NotFoundError):
+        tabagent.Hardware.fit("/nonexistent.gguf")
