@@ -23,11 +23,6 @@
 
 
 /**
- * Deepest `( ... )` nesting accepted; see the module docs for why there is one.
- */
-#define MAX_NESTING 256
-
-/**
  * Version of this library (also `ta_version()`).
  * (Literals so cbindgen can emit them; a test keeps them equal to Cargo.toml.)
  */
