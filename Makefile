@@ -51,7 +51,7 @@ test-c: build
 	@echo "test_quiet: nothing on stdout or stderr"
 
 test-python: build
-	$(PY) -m pytest -q tests/python
+	$(PY) -m pytest -q tests/python tests/hub
 
 test-examples: examples
 	./examples/c/build/chat "$(TABAGENT_TEST_MODEL)" "What is 2+2?" 16 | grep -q .

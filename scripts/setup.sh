@@ -28,7 +28,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # Test-only Python packages live in a virtualenv inside the repository.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest' 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, huggingface_hub' 2>/dev/null; then
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check pytest
+    .venv/bin/pip install -q --disable-pip-version-check pytest huggingface_hub
 fi
