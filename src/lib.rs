@@ -4,6 +4,7 @@
 //! [`gguf`] (a bounds-checked GGUF reader), [`log`] and [`error`]; `ffi` only
 //! translates it to the C interface declared in `include/tabagent.h`.
 
+pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod ffi;
