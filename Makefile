@@ -59,6 +59,7 @@ test-examples: examples
 	./examples/c/build/info "$(TABAGENT_TEST_MODEL)" 2048 | grep -q "^Fit"
 	./examples/c/build/info --json | $(PY) -c 'import json,sys; d=json.load(sys.stdin); assert d["cpu"]["logical_cores"] > 0'
 	$(PY) examples/python-ctypes/info.py "$(TABAGENT_TEST_MODEL)" | grep -q "^Fit"
+	PY=$(PY) ./tests/pull_example.sh
 	@echo "examples ran"
 
 lint:
@@ -67,6 +68,7 @@ lint:
 
 bench: setup build model
 	./bench/run.sh
+	$(PY) bench/bench_download.py
 
 clean:
 	cargo clean

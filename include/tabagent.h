@@ -76,6 +76,12 @@
 #define TA_STOP_CONTEXT_FULL 4
 
 /**
+ * An open cache, opaque. Safe to use from many threads at once; two processes
+ * downloading the same file coordinate through a lock file.
+ */
+typedef struct ta_cache ta_cache;
+
+/**
  * A context (KV cache + conversation state), opaque. Free with `ta_context_free`.
  * One thread at a time: a concurrent call gets `TA_ERR_BUSY`; `ta_context_cancel`
  * is safe from any thread.
@@ -106,6 +112,94 @@ typedef int32_t ta_status;
  * possibly several at once; keep it short and do not call back into the library.
  */
 typedef void (*ta_log_callback)(void *user_data, int32_t level, const char *text, size_t len);
+
+/**
+ * How to open a cache. Get defaults from `ta_cache_default_options()`; NULL
+ * strings mean "from the environment, like huggingface_hub".
+ */
+typedef struct {
+  /**
+   * Cache root; NULL = `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+   */
+  const char *root;
+  /**
+   * Hub URL; NULL = `HF_ENDPOINT`, else `https://huggingface.co`.
+   */
+  const char *endpoint;
+  /**
+   * Access token; NULL = `HF_TOKEN`.
+   */
+  const char *token;
+  /**
+   * -1 = from `HF_HUB_OFFLINE` (default), 0 = online, 1 = offline (cached files only).
+   */
+  int32_t offline;
+  /**
+   * Retries for 5xx answers and dropped connections (default 5).
+   */
+  uint32_t retries;
+  uint32_t connect_timeout_ms;
+  uint32_t read_timeout_ms;
+  /**
+   * NULL = "tabagent/<version>".
+   */
+  const char *user_agent;
+} ta_cache_options;
+
+/**
+ * Download progress for one file: `done` of `total` bytes. Return true to continue,
+ * false to cancel (`TA_ERR_CANCELLED`; a later download resumes where it stopped).
+ */
+typedef bool (*ta_download_callback)(void *user_data,
+                                     const char *file,
+                                     uint64_t done,
+                                     uint64_t total);
+
+/**
+ * Totals over the cache.
+ */
+typedef struct {
+  uint64_t repos;
+  uint64_t files;
+  uint64_t bytes;
+} ta_cache_stats;
+
+/**
+ * Load progress: `progress` goes from 0.0 to 1.0. Return true to continue, false to
+ * cancel the load (which then fails with `TA_ERR_CANCELLED`). Called on the loading
+ * thread.
+ */
+typedef bool (*ta_progress_callback)(void *user_data, float progress);
+
+/**
+ * How to load a model. Get defaults from `ta_model_default_params()`.
+ */
+typedef struct {
+  /**
+   * Layers to offload to a GPU; -1 = all (default), 0 = none. No effect in CPU builds.
+   */
+  int32_t n_gpu_layers;
+  /**
+   * Memory-map the file (default true) rather than reading it into the heap.
+   */
+  bool use_mmap;
+  /**
+   * Lock the weights in RAM (default false).
+   */
+  bool use_mlock;
+  /**
+   * Load only the vocabulary: tokenizer calls work, contexts cannot be created.
+   */
+  bool vocab_only;
+  /**
+   * Optional load-progress callback (NULL = none).
+   */
+  ta_progress_callback progress_callback;
+  /**
+   * Passed to `progress_callback` unchanged; borrowed for the load.
+   */
+  void *progress_user_data;
+} ta_model_params;
 
 /**
  * How to create a context. Get defaults from `ta_context_default_params()`.
@@ -365,43 +459,6 @@ typedef struct {
 } ta_fit;
 
 /**
- * Load progress: `progress` goes from 0.0 to 1.0. Return true to continue, false to
- * cancel the load (which then fails with `TA_ERR_CANCELLED`). Called on the loading
- * thread.
- */
-typedef bool (*ta_progress_callback)(void *user_data, float progress);
-
-/**
- * How to load a model. Get defaults from `ta_model_default_params()`.
- */
-typedef struct {
-  /**
-   * Layers to offload to a GPU; -1 = all (default), 0 = none. No effect in CPU builds.
-   */
-  int32_t n_gpu_layers;
-  /**
-   * Memory-map the file (default true) rather than reading it into the heap.
-   */
-  bool use_mmap;
-  /**
-   * Lock the weights in RAM (default false).
-   */
-  bool use_mlock;
-  /**
-   * Load only the vocabulary: tokenizer calls work, contexts cannot be created.
-   */
-  bool vocab_only;
-  /**
-   * Optional load-progress callback (NULL = none).
-   */
-  ta_progress_callback progress_callback;
-  /**
-   * Passed to `progress_callback` unchanged; borrowed for the load.
-   */
-  void *progress_user_data;
-} ta_model_params;
-
-/**
  * Headline metadata. The `const char *` fields are borrowed from the model: valid
  * until `ta_model_free`, never NULL except `chat_template` (NULL when the model has
  * none). Token ids are -1 when the vocabulary lacks that token.
@@ -581,6 +638,187 @@ const char *ta_system_info(void);
  * never writes to stdout or stderr itself.
  */
 ta_status ta_set_log_callback(ta_log_callback callback, void *user_data, int32_t min_level);
+
+/**
+ * Default options: everything from the environment, 5 retries.
+ */
+ta_cache_options ta_cache_default_options(void);
+
+/**
+ * Open (creating if needed) a cache. `options` NULL = defaults. `*out_cache` is
+ * owned: free with `ta_cache_free`.
+ *
+ * # Safety
+ * Pointers must be NULL or valid.
+ */
+ta_status ta_cache_open(const ta_cache_options *options, ta_cache **out_cache);
+
+/**
+ * Close a cache. NULL is a no-op.
+ *
+ * # Safety
+ * `cache` must come from `ta_cache_open` and not be freed twice.
+ */
+void ta_cache_free(ta_cache *cache);
+
+/**
+ * The cache's root directory. `*out_path` is owned: free with `ta_string_free`.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_root(const ta_cache *cache, char **out_path);
+
+/**
+ * List a repo's files through the hub API, resolve `revision` (NULL = "main") to a
+ * commit, and group GGUF files by quantisation (split shards as one variant,
+ * projector files apart), each variant with its total size and status
+ * ("available" / "partial" / "downloaded"). The manifest is saved in the cache
+ * (see `ta_cache_manifest`). `*out_json` is owned: free with `ta_string_free`.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_scan(const ta_cache *cache,
+                        const char *repo,
+                        const char *revision,
+                        char **out_json);
+
+/**
+ * The last saved manifest of `repo` at `revision` with statuses as they are now,
+ * without the network (works offline). `TA_ERR_NOT_FOUND` when never scanned.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_manifest(const ta_cache *cache,
+                            const char *repo,
+                            const char *revision,
+                            char **out_json);
+
+/**
+ * Download one file of `repo` at `revision` (NULL = "main") unless it is already
+ * cached, and return its snapshot path in `*out_path` (owned: `ta_string_free`).
+ * Bytes stream into `blobs/<sha256>.incomplete`, hashed on the fly; an interrupted
+ * download (also by a killed process) resumes with a Range request; 5xx and
+ * dropped connections are retried with back-off; the file is moved into place only
+ * when its sha256 matches the hub's (`TA_ERR_CHECKSUM` otherwise, leaving nothing).
+ * Errors: `TA_ERR_UNAUTHORIZED` (gated/private repo: set a token),
+ * `TA_ERR_NOT_FOUND` (repo, revision or file), `TA_ERR_OFFLINE`, `TA_ERR_NETWORK`,
+ * `TA_ERR_IO` (naming the path), `TA_ERR_CANCELLED` (progress returned false),
+ * `TA_ERR_INVALID_ARG` (bad repo id or file name). `progress` may be NULL.
+ *
+ * # Safety
+ * Pointers must be NULL or valid as described.
+ */
+ta_status ta_cache_download_file(const ta_cache *cache,
+                                 const char *repo,
+                                 const char *revision,
+                                 const char *path,
+                                 ta_download_callback progress,
+                                 void *user_data,
+                                 char **out_path);
+
+/**
+ * Download every file of the `quant` variant ("Q4_K_M", "Q8_0", …; all shards of a
+ * split model) as `ta_cache_download_file` does. `*out_path` receives the first
+ * shard's snapshot path, ready for `ta_model_load` (owned: `ta_string_free`).
+ *
+ * # Safety
+ * Pointers must be NULL or valid as described.
+ */
+ta_status ta_cache_download_variant(const ta_cache *cache,
+                                    const char *repo,
+                                    const char *revision,
+                                    const char *quant,
+                                    ta_download_callback progress,
+                                    void *user_data,
+                                    char **out_path);
+
+/**
+ * Whether `path` of `repo` at `revision` is in the cache (no network).
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_has_file(const ta_cache *cache,
+                            const char *repo,
+                            const char *revision,
+                            const char *path,
+                            bool *out_has);
+
+/**
+ * The snapshot path of a cached file (no network); `TA_ERR_NOT_FOUND` when it is not
+ * cached. `*out_path` is owned: free with `ta_string_free`.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_snapshot_path(const ta_cache *cache,
+                                 const char *repo,
+                                 const char *revision,
+                                 const char *path,
+                                 char **out_path);
+
+/**
+ * The cached repos as a JSON array of `{repo_id, size_on_disk, n_files, revisions,
+ * refs}`. `*out_json` is owned: free with `ta_string_free`.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_list_repos(const ta_cache *cache, char **out_json);
+
+/**
+ * Delete a repo from the cache (all revisions and blobs).
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_delete_repo(const ta_cache *cache, const char *repo);
+
+/**
+ * Delete one revision (commit hash or ref name) of a repo, and the blobs no other
+ * revision uses.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_delete_revision(const ta_cache *cache, const char *repo, const char *revision);
+
+/**
+ * Repos, files and bytes in the cache.
+ *
+ * # Safety
+ * Pointers must be valid.
+ */
+ta_status ta_cache_get_stats(const ta_cache *cache, ta_cache_stats *out_stats);
+
+/**
+ * Re-hash the blobs of `repo` (NULL = every repo) and report mismatches as a JSON
+ * array of `{path, expected, actual}` (`[]` when all are intact). `*out_json` is
+ * owned: free with `ta_string_free`.
+ *
+ * # Safety
+ * Pointers must be NULL or valid.
+ */
+ta_status ta_cache_verify(const ta_cache *cache, const char *repo, char **out_json);
+
+/**
+ * Download `quant` of `repo` at `revision` if needed (see
+ * `ta_cache_download_variant`), then load it with `params` (NULL = defaults).
+ *
+ * # Safety
+ * Pointers must be NULL or valid as described.
+ */
+ta_status ta_model_load_from_cache(const ta_cache *cache,
+                                   const char *repo,
+                                   const char *revision,
+                                   const char *quant,
+                                   const ta_model_params *params,
+                                   ta_download_callback progress,
+                                   void *user_data,
+                                   ta_model **out_model);
 
 /**
  * Default context parameters.

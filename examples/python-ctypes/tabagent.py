@@ -877,3 +877,201 @@ class Hardware:
             return Fit(**_struct_dict(f))
         finally:
             _hw_free(h)
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+class _CacheOptions(Structure):
+    _fields_ = [("root", c_char_p), ("endpoint", c_char_p), ("token", c_char_p), ("offline", c_int32),
+                ("retries", c_uint32), ("connect_timeout_ms", c_uint32), ("read_timeout_ms", c_uint32),
+                ("user_agent", c_char_p)]
+
+
+class _CacheStats(Structure):
+    _fields_ = [("repos", c_uint64), ("files", c_uint64), ("bytes", c_uint64)]
+
+
+_DOWNLOAD_CB = CFUNCTYPE(c_bool, c_void_p, c_char_p, c_uint64, c_uint64)
+
+_cache_default_options = _fn("ta_cache_default_options", _CacheOptions)
+_cache_open = _fn("ta_cache_open", c_int32, POINTER(_CacheOptions), POINTER(c_void_p))
+_cache_free = _fn("ta_cache_free", None, c_void_p)
+_cache_root = _fn("ta_cache_root", c_int32, c_void_p, POINTER(c_void_p))
+_cache_scan = _fn("ta_cache_scan", c_int32, c_void_p, c_char_p, c_char_p, POINTER(c_void_p))
+_cache_manifest = _fn("ta_cache_manifest", c_int32, c_void_p, c_char_p, c_char_p, POINTER(c_void_p))
+_cache_download_file = _fn("ta_cache_download_file", c_int32, c_void_p, c_char_p, c_char_p, c_char_p, _DOWNLOAD_CB,
+                           c_void_p, POINTER(c_void_p))
+_cache_download_variant = _fn("ta_cache_download_variant", c_int32, c_void_p, c_char_p, c_char_p, c_char_p,
+                              _DOWNLOAD_CB, c_void_p, POINTER(c_void_p))
+_cache_has_file = _fn("ta_cache_has_file", c_int32, c_void_p, c_char_p, c_char_p, c_char_p, POINTER(c_bool))
+_cache_snapshot_path = _fn("ta_cache_snapshot_path", c_int32, c_void_p, c_char_p, c_char_p, c_char_p,
+                           POINTER(c_void_p))
+_cache_list_repos = _fn("ta_cache_list_repos", c_int32, c_void_p, POINTER(c_void_p))
+_cache_delete_repo = _fn("ta_cache_delete_repo", c_int32, c_void_p, c_char_p)
+_cache_delete_revision = _fn("ta_cache_delete_revision", c_int32, c_void_p, c_char_p, c_char_p)
+_cache_stats = _fn("ta_cache_get_stats", c_int32, c_void_p, POINTER(_CacheStats))
+_cache_verify = _fn("ta_cache_verify", c_int32, c_void_p, c_char_p, POINTER(c_void_p))
+
+
+def _enc(s):
+    return None if s is None else os.fsencode(s) if isinstance(s, os.PathLike) else s.encode()
+
+
+def _progress_cb(progress):
+    """Wrap progress(file, done, total) -> bool|None; default: tqdm bars when installed."""
+    if progress is None:
+        try:
+            from tqdm import tqdm  # optional
+        except ImportError:
+            return _DOWNLOAD_CB(lambda _ud, _f, _d, _t: True), None
+        bars = {}
+
+        def tq(_ud, f, done, total):
+            name = f.decode("utf-8", "replace")
+            bar = bars.get(name)
+            if bar is None:
+                bar = bars[name] = tqdm(total=total, unit="B", unit_scale=True, desc=name, leave=False)
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+            return True
+
+        return _DOWNLOAD_CB(tq), bars
+    errors = []
+
+    def tramp(_ud, f, done, total):
+        try:
+            return progress(f.decode("utf-8", "replace"), done, total) is not False
+        except BaseException as e:
+            errors.append(e)
+            return False
+
+    return _DOWNLOAD_CB(tramp), errors
+
+
+class Cache:
+    """A Hugging Face–compatible model store (same layout as huggingface_hub, so
+    files are shared). Root, endpoint, token and offline mode default from
+    HF_HUB_CACHE/HF_HOME, HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE."""
+
+    def __init__(self, root=None, *, endpoint: Optional[str] = None, token: Optional[str] = None,
+                 offline: Optional[bool] = None, retries: Optional[int] = None, timeout: Optional[float] = None,
+                 user_agent: Optional[str] = None):
+        o = _cache_default_options()
+        self._keep = [_enc(root), _enc(endpoint), _enc(token), _enc(user_agent)]
+        o.root, o.endpoint, o.token, o.user_agent = self._keep
+        if user_agent is None:
+            o.user_agent = None
+        o.offline = -1 if offline is None else int(bool(offline))
+        if retries is not None:
+            o.retries = retries
+        if timeout is not None:
+            o.connect_timeout_ms = o.read_timeout_ms = int(timeout * 1000)
+        h = c_void_p()
+        _check(_cache_open(byref(o), byref(h)))
+        self._h = h
+
+    def close(self):
+        if getattr(self, "_h", None):
+            _cache_free(self._h)
+            self._h = None
+
+    __del__ = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _handle(self):
+        if not self._h:
+            raise TabagentError(1, "the cache is closed")
+        return self._h
+
+    def _json(self, fn, *args):
+        import json
+
+        out = c_void_p()
+        _check(fn(self._handle(), *args, byref(out)))
+        return json.loads(_take_string(out))
+
+    @property
+    def root(self) -> str:
+        out = c_void_p()
+        _check(_cache_root(self._handle(), byref(out)))
+        return _take_string(out)
+
+    def scan(self, repo: str, revision: str = "main") -> dict:
+        """List the repo's files and group GGUFs by quantisation (network)."""
+        return self._json(_cache_scan, repo.encode(), revision.encode())
+
+    def manifest(self, repo: str, revision: str = "main") -> dict:
+        """The last scanned manifest with current statuses (no network)."""
+        return self._json(_cache_manifest, repo.encode(), revision.encode())
+
+    def _download(self, fn, args, progress):
+        cb, errs = _progress_cb(progress)
+        out = c_void_p()
+        st = fn(self._handle(), *args, cb, None, byref(out))
+        if isinstance(errs, list) and errs:
+            raise errs[0]
+        _check(st)
+        return _take_string(out)
+
+    def download(self, repo: str, filename: str, revision: str = "main",
+                 progress: Optional[Callable[[str, int, int], Optional[bool]]] = None) -> str:
+        """Download one file (resumable, verified); returns its snapshot path."""
+        return self._download(_cache_download_file, (repo.encode(), revision.encode(), filename.encode()), progress)
+
+    def download_variant(self, repo: str, quant: str, revision: str = "main",
+                         progress: Optional[Callable[[str, int, int], Optional[bool]]] = None) -> str:
+        """Download every shard of a quantisation; returns the first shard's path."""
+        return self._download(_cache_download_variant, (repo.encode(), revision.encode(), quant.encode()), progress)
+
+    def has_file(self, repo: str, filename: str, revision: str = "main") -> bool:
+        b = c_bool()
+        _check(_cache_has_file(self._handle(), repo.encode(), revision.encode(), filename.encode(), byref(b)))
+        return b.value
+
+    def snapshot_path(self, repo: str, filename: str, revision: str = "main") -> str:
+        out = c_void_p()
+        _check(_cache_snapshot_path(self._handle(), repo.encode(), revision.encode(), filename.encode(), byref(out)))
+        return _take_string(out)
+
+    def list_repos(self) -> list:
+        return self._json(_cache_list_repos)
+
+    def delete_repo(self, repo: str) -> None:
+        _check(_cache_delete_repo(self._handle(), repo.encode()))
+
+    def delete_revision(self, repo: str, commit: str) -> None:
+        _check(_cache_delete_revision(self._handle(), repo.encode(), commit.encode()))
+
+    def stats(self) -> dict:
+        s = _CacheStats()
+        _check(_cache_stats(self._handle(), byref(s)))
+        return {"repos": s.repos, "files": s.files, "bytes": s.bytes}
+
+    def verify(self, repo: Optional[str] = None) -> list:
+        """Re-hash blobs; returns the mismatches ([] when all are intact)."""
+        return self._json(_cache_verify, _enc(repo))
+
+
+def _from_pretrained(cls, repo: str, quant: str, *, revision: str = "main", cache: Optional[Cache] = None,
+                     progress=None, **load_kw) -> "Model":
+    """Download the repo's ``quant`` variant if needed (into the shared HF cache),
+    then load it."""
+    own = cache is None
+    cache = cache or Cache()
+    try:
+        path = cache.download_variant(repo, quant, revision, progress)
+    finally:
+        if own:
+            cache.close()
+    return cls(path, **load_kw)
+
+
+Model.from_pretrained = classmethod(_from_pretrained)
+__all__ += ["Cache"]

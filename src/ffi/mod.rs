@@ -4,6 +4,7 @@
 //! the sources to prove it).
 #![allow(non_camel_case_types)]
 
+pub mod cache;
 pub mod context;
 pub mod hardware;
 pub mod model;

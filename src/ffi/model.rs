@@ -183,6 +183,17 @@ pub unsafe extern "C" fn ta_model_load(
     })
 }
 
+/// Load from a path (used by the cache too).
+pub(crate) fn load_path(
+    path: &std::path::Path,
+    params: *const ta_model_params,
+    out_model: *mut *mut ta_model,
+) -> Result<()> {
+    load_with(params, out_model, |p, cb| {
+        Model::load_with_progress(path, p, cb)
+    })
+}
+
 /// Load a model from `size` bytes at `data` without writing a file to disk (Linux:
 /// an anonymous memfd; elsewhere `TA_ERR_UNSUPPORTED`). The bytes are copied: the
 /// caller may free `data` once this returns.

@@ -765,6 +765,72 @@ static void test_hardware(const ta_model *m) {
     ta_hardware_free(hw);
 }
 
+/* The cache without a network: argument checks, offline behaviour, empty queries.
+ * Downloads against the hub imitation are tested in tests/python/test_cache.py and
+ * by the pull example in `make test-examples`. */
+static void test_cache_offline(void) {
+    char root[4096];
+    snprintf(root, sizeof root, "%s/hf-cache", scratch);
+    ta_cache_options o = ta_cache_default_options();
+    o.root = root;
+    o.offline = 1;
+    o.endpoint = "http://127.0.0.1:9";
+    ta_cache *c = (ta_cache *)1;
+    CHECK_ST(ta_cache_open(&o, NULL), TA_ERR_NULL_ARG);
+    o.offline = 7;
+    CHECK_ST(ta_cache_open(&o, &c), TA_ERR_INVALID_ARG);
+    CHECK(c == (ta_cache *)1, "out param written on failure");
+    o.offline = 1;
+    CHECK_ST(ta_cache_open(&o, &c), TA_OK);
+    char *s = (char *)1;
+    bool has = true;
+    ta_cache_stats st;
+    CHECK_ST(ta_cache_root(NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_root(c, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_scan(NULL, "a/b", NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_scan(c, NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_scan(c, "a/b", NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_manifest(c, NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_download_file(NULL, "a/b", NULL, "x.gguf", NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_download_file(c, NULL, NULL, "x.gguf", NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_download_file(c, "a/b", NULL, NULL, NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_download_file(c, "a/b", NULL, "x.gguf", NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_download_variant(c, "a/b", NULL, NULL, NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_has_file(c, "a/b", NULL, "x.gguf", NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_snapshot_path(c, "a/b", NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_list_repos(NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_delete_repo(c, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_delete_revision(c, "a/b", NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_get_stats(c, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_cache_verify(c, NULL, NULL), TA_ERR_NULL_ARG);
+    ta_model *m = (ta_model *)1;
+    CHECK_ST(ta_model_load_from_cache(c, "a/b", NULL, NULL, NULL, NULL, NULL, &m), TA_ERR_NULL_ARG);
+    CHECK(s == (char *)1 && m == (ta_model *)1, "out params written on failure");
+
+    CHECK_ST(ta_cache_root(c, &s), TA_OK);
+    CHECK(strcmp(s, root) == 0, "%s", s);
+    ta_string_free(s);
+    CHECK_ST(ta_cache_has_file(c, "org/name", NULL, "m.gguf", &has), TA_OK);
+    CHECK(!has, "has_file on an empty cache");
+    CHECK_ST(ta_cache_snapshot_path(c, "org/name", NULL, "m.gguf", &s), TA_ERR_NOT_FOUND);
+    CHECK_ST(ta_cache_download_file(c, "org/name", NULL, "m.gguf", NULL, NULL, &s), TA_ERR_OFFLINE);
+    CHECK(last_error_has("org/name"), "%s", ta_last_error());
+    CHECK_ST(ta_model_load_from_cache(c, "org/name", NULL, "Q4_0", NULL, NULL, NULL, &m), TA_ERR_OFFLINE);
+    CHECK_ST(ta_cache_download_file(c, "../etc", NULL, "m.gguf", NULL, NULL, &s), TA_ERR_INVALID_ARG);
+    CHECK_ST(ta_cache_download_file(c, "org/name", NULL, "../../m.gguf", NULL, NULL, &s), TA_ERR_INVALID_ARG);
+    CHECK_ST(ta_cache_has_file(c, "org/name", NULL, "/etc/passwd", &has), TA_ERR_INVALID_ARG);
+    CHECK_ST(ta_cache_get_stats(c, &st), TA_OK);
+    CHECK(st.repos == 0 && st.files == 0 && st.bytes == 0, "stats");
+    CHECK_ST(ta_cache_list_repos(c, &s), TA_OK);
+    CHECK(strcmp(s, "[]") == 0, "%s", s);
+    ta_string_free(s);
+    CHECK_ST(ta_cache_verify(c, NULL, &s), TA_OK);
+    CHECK(strcmp(s, "[]") == 0, "%s", s);
+    ta_string_free(s);
+    ta_cache_free(c);
+    ta_cache_free(NULL);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
@@ -774,6 +840,7 @@ int main(int argc, char **argv) {
     scratch = argv[2];
     test_versions();
     test_stream_chunking();
+    test_cache_offline();
     test_bad_model_files();
     ta_model *m = load_model();
     ta_context *c = new_ctx(m, 512);
