@@ -640,7 +640,8 @@ const char *ta_system_info(void);
 ta_status ta_set_log_callback(ta_log_callback callback, void *user_data, int32_t min_level);
 
 /**
- * Default options: everything from the environment, 5 retries.
+ * Default options: everything from the environment, 5 retries, 10 s connect and
+ * 60 s read timeouts.
  */
 ta_cache_options ta_cache_default_options(void);
 

@@ -83,20 +83,24 @@ fn cache_options(p: *const ta_cache_options) -> Result<CacheOptions> {
     Ok(o)
 }
 
-/// Default options: everything from the environment, 5 retries.
+const DEFAULT_OPTIONS: ta_cache_options = ta_cache_options {
+    root: std::ptr::null(),
+    endpoint: std::ptr::null(),
+    token: std::ptr::null(),
+    offline: -1,
+    retries: 5,
+    connect_timeout_ms: 10_000,
+    read_timeout_ms: 60_000,
+    user_agent: std::ptr::null(),
+};
+
+/// Default options: everything from the environment, 5 retries, 10 s connect and
+/// 60 s read timeouts.
 #[no_mangle]
 pub extern "C" fn ta_cache_default_options() -> ta_cache_options {
-    let d = ta_cache_options {
-        root: std::ptr::null(),
-        endpoint: std::ptr::null(),
-        token: std::ptr::null(),
-        offline: -1,
-        retries: 5,
-        connect_timeout_ms: 10_000,
-        read_timeout_ms: 60_000,
-        user_agent: std::ptr::null(),
-    };
-    boundary_value("ta_cache_default_options", d, || Ok(d))
+    boundary_value("ta_cache_default_options", DEFAULT_OPTIONS, || {
+        Ok(DEFAULT_OPTIONS)
+    })
 }
 
 /// Open (creating if needed) a cache. `options` NULL = defaults. `*out_cache` is
