@@ -58,6 +58,7 @@ int main(int argc, char **argv) {
     ta_gen_result res;
     st = ta_context_chat(ctx, msgs, 2, &gp, on_text, NULL, &res);
     printf("\n");
+    fflush(stdout); /* the reply's last line before the stats on stderr */
     if (st != TA_OK) {
         ta_context_free(ctx);
         return fail("ta_context_chat", st);
