@@ -224,11 +224,8 @@ impl Drop for Context {
 /// Threads to use by default: the physical cores this process may run on (SMT
 /// siblings share SIMD units; extra threads only add contention). Detected once.
 pub fn physical_cores() -> u32 {
-    static N: once_cell::sync::Lazy<u32> = once_cell::sync::Lazy::new(|| {
-        let c = crate::hardware::cpu::detect();
-        let cap = c.affinity_cores.min(c.logical_cores).max(1);
-        c.physical_cores.clamp(1, cap)
-    });
+    static N: once_cell::sync::Lazy<u32> =
+        once_cell::sync::Lazy::new(|| crate::hardware::cpu::detect().recommended_threads());
     *N
 }
 

@@ -158,6 +158,21 @@ fn progress_fn(
     }
 }
 
+/// Download a variant and return its first shard (what `ta_model_load` takes).
+fn first_shard(
+    cache: &Cache,
+    repo: &str,
+    rev: &str,
+    quant: &str,
+    progress: &mut dyn FnMut(&str, u64, u64) -> bool,
+) -> Result<std::path::PathBuf> {
+    cache
+        .download_variant(repo, rev, quant, progress)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::not_found(format!("variant {quant} of {repo} has no files")))
+}
+
 fn path_string(p: &std::path::Path) -> Result<String> {
     p.to_str()
         .map(str::to_owned)
@@ -287,11 +302,8 @@ pub unsafe extern "C" fn ta_cache_download_variant(
         let quant = str_arg(quant, "quant")?;
         let o = out(out_path, "out_path")?;
         let mut cb = progress_fn(progress, user_data);
-        let paths = cache.download_variant(repo, rev, quant, &mut cb)?;
-        let first = paths
-            .first()
-            .ok_or_else(|| Error::not_found(format!("variant {quant} of {repo} has no files")))?;
-        *o = owned_cstring(path_string(first)?);
+        let first = first_shard(cache, repo, rev, quant, &mut cb)?;
+        *o = owned_cstring(path_string(&first)?);
         Ok(())
     })
 }
@@ -480,10 +492,7 @@ pub unsafe extern "C" fn ta_model_load_from_cache(
         let quant = str_arg(quant, "quant")?;
         out(out_model, "out_model")?;
         let mut cb = progress_fn(progress, user_data);
-        let paths = cache.download_variant(repo, rev, quant, &mut cb)?;
-        let first = paths
-            .first()
-            .ok_or_else(|| Error::not_found(format!("variant {quant} of {repo} has no files")))?;
-        super::model::load_path(first, params, out_model)
+        let first = first_shard(cache, repo, rev, quant, &mut cb)?;
+        super::model::load_path(&first, params, out_model)
     })
 }

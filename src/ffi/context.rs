@@ -208,11 +208,7 @@ fn gen_params(p: *const ta_gen_params) -> Result<GenParams> {
     let Some(p) = (unsafe { p.as_ref() }) else {
         return Ok(GenParams::default());
     };
-    let stops = slice_arg(p.stop, p.n_stop, "params.stop")?
-        .iter()
-        .enumerate()
-        .map(|(i, s)| str_arg(*s, &format!("params.stop[{i}]")).map(str::to_owned))
-        .collect::<Result<Vec<_>>>()?;
+    let stops = str_array_arg(p.stop, p.n_stop, "params.stop")?;
     Ok(GenParams {
         temperature: p.temperature,
         top_k: p.top_k,
@@ -519,11 +515,7 @@ pub unsafe extern "C" fn ta_debug_stream(
         if piece_len == 0 {
             return Err(Error::invalid_arg("piece_len must be > 0"));
         }
-        let stops = slice_arg(stop, n_stop, "stop")?
-            .iter()
-            .enumerate()
-            .map(|(i, s)| str_arg(*s, &format!("stop[{i}]")).map(str::to_owned))
-            .collect::<Result<Vec<_>>>()?;
+        let stops = str_array_arg(stop, n_stop, "stop")?;
         let mut calls = 0usize;
         let mut inner = c_emit(callback, user_data);
         let mut emit = |s: &str| {

@@ -215,6 +215,15 @@ pub(crate) fn bytes_str_arg<'a>(p: *const c_char, len: usize, name: &str) -> Res
     })
 }
 
+/// An array of `n` NUL-terminated UTF-8 strings; element errors name `name[i]`.
+pub(crate) fn str_array_arg(p: *const *const c_char, n: usize, name: &str) -> Result<Vec<String>> {
+    slice_arg(p, n, name)?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| str_arg(*s, &format!("{name}[{i}]")).map(str::to_owned))
+        .collect()
+}
+
 /// A (pointer, count) array argument; NULL is allowed only when `n` is 0.
 pub(crate) fn slice_arg<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T]> {
     if n == 0 {

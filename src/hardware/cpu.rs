@@ -38,6 +38,15 @@ pub struct CpuInfo {
     pub l3_kb: u32,
 }
 
+impl CpuInfo {
+    /// Threads for CPU inference: one per physical core (SMT siblings share the SIMD
+    /// units), never more than the CPUs this process may run on, at least 1.
+    pub fn recommended_threads(&self) -> u32 {
+        let cap = self.affinity_cores.min(self.logical_cores).max(1);
+        self.physical_cores.clamp(1, cap)
+    }
+}
+
 /// Every feature name this module can report, so callers (and tests) share one vocabulary.
 pub const FEATURE_VOCABULARY: &[&str] = &[
     // x86

@@ -65,8 +65,7 @@ impl HardwareInfo {
     /// SIMD units, so more threads only add contention), never more than the
     /// CPUs this process may run on, at least 1.
     pub fn recommended_threads(&self) -> u32 {
-        let cap = self.cpu.affinity_cores.min(self.cpu.logical_cores).max(1);
-        self.cpu.physical_cores.clamp(1, cap)
+        self.cpu.recommended_threads()
     }
 
     /// Every field as JSON (plus `recommended_threads`), for the C ABI and logs.
