@@ -144,6 +144,14 @@ typedef struct {
    * NULL = "tabagent/<version>".
    */
   const char *user_agent;
+  /**
+   * true = fsync each downloaded file and its directory before it counts as cached,
+   * so even a power failure cannot leave a damaged file under a verified name; this
+   * bounds downloads by the disk's write speed. false (default, as huggingface_hub
+   * and curl) = the kernel writes the data back later. A killed process loses
+   * nothing either way, and a cached file whose length is wrong is fetched again.
+   */
+  bool durable;
 } ta_cache_options;
 
 /**
@@ -641,7 +649,7 @@ ta_status ta_set_log_callback(ta_log_callback callback, void *user_data, int32_t
 
 /**
  * Default options: everything from the environment, 5 retries, 10 s connect and
- * 60 s read timeouts.
+ * 60 s read timeouts, not durable.
  */
 ta_cache_options ta_cache_default_options(void);
 

@@ -885,7 +885,7 @@ class Hardware:
 class _CacheOptions(Structure):
     _fields_ = [("root", c_char_p), ("endpoint", c_char_p), ("token", c_char_p), ("offline", c_int32),
                 ("retries", c_uint32), ("connect_timeout_ms", c_uint32), ("read_timeout_ms", c_uint32),
-                ("user_agent", c_char_p)]
+                ("user_agent", c_char_p), ("durable", c_bool)]
 
 
 class _CacheStats(Structure):
@@ -953,11 +953,13 @@ def _progress_cb(progress):
 class Cache:
     """A Hugging Face–compatible model store (same layout as huggingface_hub, so
     files are shared). Root, endpoint, token and offline mode default from
-    HF_HUB_CACHE/HF_HOME, HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE."""
+    HF_HUB_CACHE/HF_HOME, HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE. durable=True
+    fsyncs each download before it counts as cached (safe across power failures,
+    bounded by disk write speed)."""
 
     def __init__(self, root=None, *, endpoint: Optional[str] = None, token: Optional[str] = None,
                  offline: Optional[bool] = None, retries: Optional[int] = None, timeout: Optional[float] = None,
-                 user_agent: Optional[str] = None):
+                 user_agent: Optional[str] = None, durable: bool = False):
         o = _cache_default_options()
         self._keep = [_enc(root), _enc(endpoint), _enc(token), _enc(user_agent)]
         o.root, o.endpoint, o.token, o.user_agent = self._keep
@@ -968,6 +970,7 @@ class Cache:
             o.retries = retries
         if timeout is not None:
             o.connect_timeout_ms = o.read_timeout_ms = int(timeout * 1000)
+        o.durable = bool(durable)
         h = c_void_p()
         _check(_cache_open(byref(o), byref(h)))
         self._h = h

@@ -13,6 +13,7 @@ use super::layout::{
 };
 use super::{Cache, Manifest, Progress, VariantStatus};
 use crate::error::{Error, ErrorKind, Result};
+use crate::log::{log, LogLevel};
 
 fn offline_err(repo: &str, rev: &str, what: &str) -> Error {
     Error::new(
@@ -41,11 +42,22 @@ impl Cache {
     ) -> Result<PathBuf> {
         Cache::check(repo, rev)?;
         validate_rel_path(path, "file path")?;
-        if let Some(p) = self
-            .local_commit(repo, rev)
-            .and_then(|c| self.cached_file(repo, &c, path))
+        let commit = self.local_commit(repo, rev);
+        if let Some((c, p)) =
+            commit.and_then(|c| Some((c.clone(), self.cached_file(repo, &c, path)?)))
         {
-            return Ok(p);
+            // The manifest of the very commit the file was cached from: a branch's
+            // newer manifest may list a different size.
+            let size = self
+                .manifest(repo, &c)
+                .ok()
+                .filter(|m| m.commit == c)
+                .and_then(|m| m.file(path).and_then(|f| f.size));
+            match check_size(&p, size) {
+                Ok(()) => return Ok(p),
+                Err(e) if self.offline => return Err(e),
+                Err(_) => {} // fetched again below
+            }
         }
         if self.offline {
             return Err(offline_err(repo, rev, path));
@@ -71,7 +83,11 @@ impl Cache {
                     let paths = v
                         .files
                         .iter()
-                        .filter_map(|p| self.cached_file(repo, &m.commit, p))
+                        .filter_map(|f| {
+                            let p = self.cached_file(repo, &m.commit, f)?;
+                            let size = m.file(f).and_then(|e| e.size);
+                            check_size(&p, size).ok().map(|_| p)
+                        })
                         .collect::<Vec<_>>();
                     if paths.len() == v.files.len() {
                         return Ok(paths);
@@ -104,8 +120,13 @@ impl Cache {
     fn fetch_file(&self, m: &Manifest, path: &str, progress: &mut Progress) -> Result<PathBuf> {
         let repo = m.repo_id.as_str();
         validate_rel_path(path, "file path")?;
+        let known_size = m.file(path).and_then(|e| e.size);
         if let Some(p) = self.cached_file(repo, &m.commit, path) {
-            return Ok(p);
+            match check_size(&p, known_size) {
+                Ok(()) => return Ok(p),
+                Err(e) if self.offline => return Err(e),
+                Err(_) => {} // replaced below
+            }
         }
         if self.offline {
             return Err(offline_err(repo, &m.revision, path));
@@ -146,6 +167,15 @@ impl Cache {
         let _lock = BlobLock::acquire(&lock_path, self.lock_timeout, &mut || {
             progress(path, 0, total)
         })?;
+        if blob_path.is_file() && check_size(&blob_path, size).is_err() {
+            // Cut short by a power failure before the kernel wrote it out (see
+            // `CacheOptions::durable`): the hub's bytes replace it.
+            fs::remove_file(&blob_path).map_err(|e| Error::io("remove", &blob_path, e))?;
+            log(
+                LogLevel::Warn,
+                &format!("{}: cut short; fetching it again", blob_path.display()),
+            );
+        }
         if !blob_path.is_file() {
             let job = Job {
                 url: &url,
@@ -221,14 +251,23 @@ impl Cache {
         let mut attempt = 0u32;
         let mut buf = vec![0u8; BUF_SIZE];
         // Hashing and writing run on a second thread so they overlap the network reads.
-        let mut sink = Sink::new(file, hasher, inc.clone());
+        let mut sink = Sink::new(file, hasher, inc.clone(), self.durable);
         let retries = self.hub.retries;
         // Count a transient failure; give up with `err` once the budget is spent.
         let retry = |attempt: &mut u32, err: Error| -> Result<()> {
             if *attempt >= retries {
                 return Err(err.context(format!("after {retries} retries")));
             }
-            std::thread::sleep(self.hub.backoff(*attempt));
+            let wait = self.hub.backoff(*attempt);
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "{err}; retry {} of {retries} in {} ms",
+                    *attempt + 1,
+                    wait.as_millis()
+                ),
+            );
+            std::thread::sleep(wait);
             *attempt += 1;
             Ok(())
         };
@@ -363,13 +402,44 @@ impl Cache {
                 ),
             ));
         }
-        file.sync_all().map_err(|e| Error::io("fsync", &inc, e))?;
+        if self.durable {
+            file.sync_all().map_err(|e| Error::io("fsync", &inc, e))?;
+        }
         drop(file);
         let blob_path = blobs.join(blob);
         fs::rename(&inc, &blob_path).map_err(|e| Error::io("rename", &blob_path, e))?;
-        layout::sync_dir(blobs);
+        if self.durable {
+            layout::sync_dir(blobs);
+        }
+        log(
+            LogLevel::Info,
+            &format!(
+                "{}/{path}: {have} bytes, sha256 {actual} verified{}",
+                ctx.repo,
+                if self.durable { ", fsynced" } else { "" }
+            ),
+        );
         Ok(())
     }
+}
+
+/// A cached file whose length differs from the hub's is damaged. Only the length is
+/// checked: it is free, whereas re-hashing is `Cache::verify`'s job.
+fn check_size(p: &Path, expected: Option<u64>) -> Result<()> {
+    let Some(want) = expected else {
+        return Ok(());
+    };
+    let len = fs::metadata(p).map_err(|e| Error::io("stat", p, e))?.len();
+    if len == want {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Checksum,
+        format!(
+            "{}: cached file is {len} bytes but the hub's is {want}; it is damaged and is fetched again when online",
+            p.display()
+        ),
+    ))
 }
 
 fn cancelled(path: &str, inc: &Path) -> Error {
@@ -425,7 +495,9 @@ struct Sink {
 }
 
 impl Sink {
-    fn new(file: File, hasher: Sha256, inc: PathBuf) -> Sink {
+    /// `writeback`: start disk writes as data arrives (durable mode), so the final
+    /// fsync is short. Without it the page cache absorbs the file at memory speed.
+    fn new(file: File, hasher: Sha256, inc: PathBuf, writeback: bool) -> Sink {
         let (tx, rx) = std::sync::mpsc::sync_channel::<SinkMsg>(8);
         let worker = std::thread::spawn(move || {
             let (mut file, mut hasher) = (file, hasher);
@@ -439,7 +511,7 @@ impl Sink {
                         hasher.update(&d);
                         let r = file.write_all(&d).map_err(|e| Error::io("write", &inc, e));
                         pos += d.len() as u64;
-                        if pos - synced >= WRITEBACK_AT {
+                        if writeback && pos - synced >= WRITEBACK_AT {
                             start_writeback(&file, synced, pos - synced);
                             synced = pos;
                         }

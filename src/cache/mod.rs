@@ -48,6 +48,10 @@ pub struct CacheOptions {
     pub user_agent: String,
     /// How long to wait for another process's download of the same blob before `Busy`.
     pub lock_timeout: Duration,
+    /// fsync each downloaded file and its directory before it counts as cached, so a
+    /// power failure cannot leave a damaged file under a verified name. Off by default,
+    /// as in huggingface_hub and curl: it bounds downloads by the disk's write speed.
+    pub durable: bool,
 }
 
 impl Default for CacheOptions {
@@ -64,6 +68,7 @@ impl Default for CacheOptions {
             read_timeout: Duration::from_secs(60),
             user_agent: format!("tabagent/{}", env!("CARGO_PKG_VERSION")),
             lock_timeout: Duration::from_secs(3600),
+            durable: false,
         }
     }
 }
@@ -105,6 +110,7 @@ pub struct Cache {
     offline: bool,
     hub: Hub,
     lock_timeout: Duration,
+    durable: bool,
 }
 
 fn truthy(v: &str) -> bool {
@@ -180,6 +186,7 @@ impl Cache {
             offline,
             hub,
             lock_timeout: opts.lock_timeout,
+            durable: opts.durable,
         })
     }
 

@@ -1056,3 +1056,66 @@ fn sha256_helpers() {
     let e = sha256_file(d.join("missing")).unwrap_err();
     assert!(e.message().contains("missing"));
 }
+
+#[test]
+fn durable_mode_downloads_and_resumes() {
+    let hub = std_hub(true);
+    hub.set(|s| {
+        s.drops = 1;
+        s.drop_at = 100_000;
+    });
+    let root = tmpdir("durable");
+    let c = open(CacheOptions {
+        durable: true,
+        ..opts(&root, &hub)
+    });
+    let p = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+    assert_eq!(fs::read(&p).unwrap(), file_data(&hub, Q4));
+    assert!(hub.saw_range(100_000));
+    assert!(c.verify(None).unwrap().is_empty());
+}
+
+/// What a power failure can leave when downloads are not durable: a blob under its
+/// verified name but cut short. Online it is fetched again; offline it is reported.
+#[test]
+fn cut_short_blob_is_fetched_again() {
+    let hub = std_hub(false);
+    let root = tmpdir("cutshort");
+    let c = open(opts(&root, &hub));
+    let want = file_data(&hub, Q4);
+    let p = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+    let blob = fs::canonicalize(&p).unwrap();
+    for cut in [0usize, 4096, want.len() - 1] {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&blob)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        let off = open(CacheOptions {
+            offline: Some(true),
+            ..opts(&root, &hub)
+        });
+        let e = off
+            .download_file("org/model", "main", Q4, &mut go())
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Checksum, "{e}");
+        assert!(e.to_string().contains("damaged"), "{e}");
+        let gets = hub.resolve_gets();
+        let p2 = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+        assert_eq!(p2, p);
+        assert_eq!(fs::read(&p2).unwrap(), want, "cut at {cut}");
+        assert_eq!(hub.resolve_gets(), gets + 1);
+    }
+    // A whole variant is checked the same way.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&blob)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    let ps = c
+        .download_variant("org/model", "main", "Q4_K_M", &mut go())
+        .unwrap();
+    assert_eq!(fs::read(&ps[0]).unwrap(), want);
+}

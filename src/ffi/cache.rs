@@ -23,6 +23,12 @@ pub struct ta_cache_options {
     pub read_timeout_ms: u32,
     /// NULL = "tabagent/<version>".
     pub user_agent: *const c_char,
+    /// true = fsync each downloaded file and its directory before it counts as cached,
+    /// so even a power failure cannot leave a damaged file under a verified name; this
+    /// bounds downloads by the disk's write speed. false (default, as huggingface_hub
+    /// and curl) = the kernel writes the data back later. A killed process loses
+    /// nothing either way, and a cached file whose length is wrong is fetched again.
+    pub durable: bool,
 }
 
 /// Download progress for one file: `done` of `total` bytes. Return true to continue,
@@ -80,6 +86,7 @@ fn cache_options(p: *const ta_cache_options) -> Result<CacheOptions> {
     if let Some(ua) = opt_str_arg(p.user_agent, "options.user_agent")? {
         o.user_agent = ua.to_owned();
     }
+    o.durable = p.durable;
     Ok(o)
 }
 
@@ -92,10 +99,11 @@ const DEFAULT_OPTIONS: ta_cache_options = ta_cache_options {
     connect_timeout_ms: 10_000,
     read_timeout_ms: 60_000,
     user_agent: std::ptr::null(),
+    durable: false,
 };
 
 /// Default options: everything from the environment, 5 retries, 10 s connect and
-/// 60 s read timeouts.
+/// 60 s read timeouts, not durable.
 #[no_mangle]
 pub extern "C" fn ta_cache_default_options() -> ta_cache_options {
     boundary_value("ta_cache_default_options", DEFAULT_OPTIONS, || {

@@ -772,6 +772,7 @@ static void test_cache_offline(void) {
     char root[4096];
     snprintf(root, sizeof root, "%s/hf-cache", scratch);
     ta_cache_options o = ta_cache_default_options();
+    CHECK(!o.durable && o.offline == -1 && o.retries == 5, "default cache options");
     o.root = root;
     o.offline = 1;
     o.endpoint = "http://127.0.0.1:9";

@@ -155,12 +155,67 @@ def test_dropped_connection_resumes_with_range(hub, cache_dir):
     assert not list(blobs_dir(cache_dir).glob("*.incomplete"))
 
 
+def test_durable_download_and_cut_short_blob_is_fetched_again(hub, cache_dir):
+    name = "tiny-Q8_0.gguf"
+    lines = []
+    tabagent.set_log_callback(lambda lvl, text: lines.append(text), tabagent.LOG_INFO)
+    try:
+        with open_cache(hub, cache_dir) as c:
+            c.download(REPO, "tiny-Q4_K_M.gguf")
+        with open_cache(hub, cache_dir, durable=True) as c:
+            p = c.download(REPO, name)
+    finally:
+        tabagent.set_log_callback(None)
+    assert open(p, "rb").read() == FILES[name]
+    done = [t for t in lines if "verified" in t]
+    assert len(done) == 2 and done[0].endswith(f"sha256 {sha(FILES['tiny-Q4_K_M.gguf'])} verified"), lines
+    assert done[1].endswith("verified, fsynced") and sha(FILES[name]) in done[1], lines
+    # What a power failure can leave without durable=True: the blob cut short.
+    os.truncate(os.path.realpath(p), 4096)
+    with open_cache(hub, cache_dir, offline=True) as c:
+        with pytest.raises(tabagent.TabagentError) as ei:
+            c.download(REPO, name)
+        assert ei.value.status_name == "CHECKSUM" and "damaged" in str(ei.value)
+    with open_cache(hub, cache_dir) as c:
+        assert c.download(REPO, name) == p
+    assert open(p, "rb").read() == FILES[name]
+
+
+def test_length_check_uses_the_cached_commit(hub, cache_dir):
+    # main moves to a commit where the file is longer, and huggingface_hub fetches it
+    # there: refs/main now differs from tabagent's saved manifest of main. The new copy
+    # is whole, not "damaged" against the old commit's length.
+    pytest.importorskip("huggingface_hub")
+    name = "tiny-Q4_K_M.gguf"
+    with open_cache(hub, cache_dir) as c:
+        c.download(REPO, name)
+    longer = FILES[name] + b"more"
+    hub.add_repo(REPO, dict(FILES, **{name: longer}), commit="b" * 40)
+    p = run_hf(hub, cache_dir, f"""
+import huggingface_hub as h
+print(h.hf_hub_download({REPO!r}, {name!r}))
+""")
+    assert "b" * 40 in p
+    with open_cache(hub, cache_dir, offline=True) as c:
+        assert c.download(REPO, name) == p
+    assert open(p, "rb").read() == longer
+
+
 def test_retries_5xx_and_drops_within_one_call(hub, cache_dir):
     name = "tiny-Q4_K_M.gguf"
     hub.add_fault(name, "status:503", "drop_after:1000")
-    with open_cache(hub, cache_dir) as c:
-        p = c.download(REPO, name)
+    warnings = []
+    tabagent.set_log_callback(lambda lvl, text: warnings.append(text), tabagent.LOG_WARN)
+    try:
+        with open_cache(hub, cache_dir) as c:
+            p = c.download(REPO, name)
+    finally:
+        tabagent.set_log_callback(None)
     assert open(p, "rb").read() == FILES[name]
+    # Each transient failure is logged with its cause as a warning.
+    assert len(warnings) == 2, warnings
+    assert "503" in warnings[0] and warnings[0].endswith("retry 1 of 3 in 200 ms"), warnings
+    assert "connection dropped after 1000 bytes" in warnings[1] and "retry 2 of 3" in warnings[1], warnings
 
 
 def test_200_answer_to_range_restarts_and_verifies(hub, cache_dir):
