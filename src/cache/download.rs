@@ -42,21 +42,15 @@ impl Cache {
     ) -> Result<PathBuf> {
         Cache::check(repo, rev)?;
         validate_rel_path(path, "file path")?;
-        let commit = self.local_commit(repo, rev);
-        if let Some((c, p)) =
-            commit.and_then(|c| Some((c.clone(), self.cached_file(repo, &c, path)?)))
-        {
-            // The manifest of the very commit the file was cached from: a branch's
-            // newer manifest may list a different size.
-            let size = self
-                .manifest(repo, &c)
-                .ok()
-                .filter(|m| m.commit == c)
-                .and_then(|m| m.file(path).and_then(|f| f.size));
-            match check_size(&p, size) {
-                Ok(()) => return Ok(p),
-                Err(e) if self.offline => return Err(e),
-                Err(_) => {} // fetched again below
+        if let Some(c) = self.local_commit(repo, rev) {
+            // Lengths from the manifest of the very commit the file was cached from:
+            // a branch's newer manifest may list a different size.
+            let size = || {
+                let m = self.manifest(repo, &c).ok().filter(|m| m.commit == c)?;
+                m.file(path)?.size
+            };
+            if let Some(p) = self.cached_intact(repo, &c, path, size)? {
+                return Ok(p);
             }
         }
         if self.offline {
@@ -83,13 +77,9 @@ impl Cache {
                     let paths = v
                         .files
                         .iter()
-                        .filter_map(|f| {
-                            let p = self.cached_file(repo, &m.commit, f)?;
-                            let size = m.file(f).and_then(|e| e.size);
-                            check_size(&p, size).ok().map(|_| p)
-                        })
-                        .collect::<Vec<_>>();
-                    if paths.len() == v.files.len() {
+                        .map(|f| self.cached_intact(repo, &m.commit, f, || m.file(f)?.size))
+                        .collect::<Result<Vec<_>>>()?;
+                    if let Some(paths) = paths.into_iter().collect::<Option<Vec<_>>>() {
                         return Ok(paths);
                     }
                 }
@@ -120,18 +110,14 @@ impl Cache {
     fn fetch_file(&self, m: &Manifest, path: &str, progress: &mut Progress) -> Result<PathBuf> {
         let repo = m.repo_id.as_str();
         validate_rel_path(path, "file path")?;
-        let known_size = m.file(path).and_then(|e| e.size);
-        if let Some(p) = self.cached_file(repo, &m.commit, path) {
-            match check_size(&p, known_size) {
-                Ok(()) => return Ok(p),
-                Err(e) if self.offline => return Err(e),
-                Err(_) => {} // replaced below
-            }
+        let entry = m.file(path);
+        if let Some(p) = self.cached_intact(repo, &m.commit, path, || entry?.size)? {
+            return Ok(p);
         }
         if self.offline {
             return Err(offline_err(repo, &m.revision, path));
         }
-        let entry = m.file(path).ok_or_else(|| {
+        let entry = entry.ok_or_else(|| {
             Error::not_found(format!("file {path} not found in {repo}@{}", m.revision))
         })?;
         let ctx = Ctx {
@@ -193,6 +179,26 @@ impl Cache {
             self.write_ref(repo, &m.revision, &m.commit)?;
         }
         Ok(link)
+    }
+
+    /// `path` as cached at `commit`, if its length matches the hub's (`size`, asked only
+    /// when a copy exists). A copy cut short (see `CacheOptions::durable`) is `None`
+    /// online, so it is fetched again, and a `Checksum` error offline.
+    fn cached_intact(
+        &self,
+        repo: &str,
+        commit: &str,
+        path: &str,
+        size: impl FnOnce() -> Option<u64>,
+    ) -> Result<Option<PathBuf>> {
+        let Some(p) = self.cached_file(repo, commit, path) else {
+            return Ok(None);
+        };
+        match check_size(&p, size()) {
+            Ok(()) => Ok(Some(p)),
+            Err(e) if self.offline => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Create `snapshots/<commit>/<path>` → `../../blobs/<blob>` (depth-adjusted).

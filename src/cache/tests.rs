@@ -1114,6 +1114,14 @@ fn cut_short_blob_is_fetched_again() {
         .unwrap()
         .set_len(10)
         .unwrap();
+    let off = open(CacheOptions {
+        offline: Some(true),
+        ..opts(&root, &hub)
+    });
+    let e = off
+        .download_variant("org/model", "main", "Q4_K_M", &mut go())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Checksum, "{e}");
     let ps = c
         .download_variant("org/model", "main", "Q4_K_M", &mut go())
         .unwrap();
