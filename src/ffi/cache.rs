@@ -90,6 +90,11 @@ fn cache_options(p: *const ta_cache_options) -> Result<CacheOptions> {
     Ok(o)
 }
 
+/// A revision argument: NULL means "main", as in huggingface_hub.
+fn revision_arg<'a>(p: *const c_char) -> Result<&'a str> {
+    Ok(opt_str_arg(p, "revision")?.unwrap_or("main"))
+}
+
 const DEFAULT_OPTIONS: ta_cache_options = ta_cache_options {
     root: std::ptr::null(),
     endpoint: std::ptr::null(),
@@ -222,7 +227,7 @@ pub unsafe extern "C" fn ta_cache_scan(
     boundary("ta_cache_scan", || {
         let cache = c(cache)?;
         let repo = str_arg(repo, "repo")?;
-        let rev = opt_str_arg(revision, "revision")?.unwrap_or("main");
+        let rev = revision_arg(revision)?;
         let o = out(out_json, "out_json")?;
         *o = owned_cstring(cache.scan(repo, rev)?.to_json());
         Ok(())
@@ -244,7 +249,7 @@ pub unsafe extern "C" fn ta_cache_manifest(
     boundary("ta_cache_manifest", || {
         let cache = c(cache)?;
         let repo = str_arg(repo, "repo")?;
-        let rev = opt_str_arg(revision, "revision")?.unwrap_or("main");
+        let rev = revision_arg(revision)?;
         let o = out(out_json, "out_json")?;
         *o = owned_cstring(cache.manifest(repo, rev)?.to_json());
         Ok(())
@@ -277,7 +282,7 @@ pub unsafe extern "C" fn ta_cache_download_file(
     boundary("ta_cache_download_file", || {
         let cache = c(cache)?;
         let repo = str_arg(repo, "repo")?;
-        let rev = opt_str_arg(revision, "revision")?.unwrap_or("main");
+        let rev = revision_arg(revision)?;
         let file = str_arg(path, "path")?;
         let o = out(out_path, "out_path")?;
         let mut cb = progress_fn(progress, user_data);
@@ -306,7 +311,7 @@ pub unsafe extern "C" fn ta_cache_download_variant(
     boundary("ta_cache_download_variant", || {
         let cache = c(cache)?;
         let repo = str_arg(repo, "repo")?;
-        let rev = opt_str_arg(revision, "revision")?.unwrap_or("main");
+        let rev = revision_arg(revision)?;
         let quant = str_arg(quant, "quant")?;
         let o = out(out_path, "out_path")?;
         let mut cb = progress_fn(progress, user_data);
@@ -331,7 +336,7 @@ pub unsafe extern "C" fn ta_cache_has_file(
     boundary("ta_cache_has_file", || {
         let cache = c(cache)?;
         let repo = str_arg(repo, "repo")?;
-        let rev = opt_str_arg(revision, "revision")?.unwrap_or("main");
+        let rev = revision_arg(revision)?;
         let file = str_arg(path, "path")?;
         let o = out(out_has, "out_has")?;
         crate::cache::validate_repo_id(repo)?;
@@ -357,7 +362,7 @@ pub unsafe extern "C" fn ta_cache_snapshot_path(
     boundary("ta_cache_snapshot_path", || {
         let cache = c(cache)?;
         let repo = str_arg(repo, "repo")?;
-        let rev = opt_str_arg(revision, "revision")?.unwrap_or("main");
+        let rev = revision_arg(revision)?;
         let file = str_arg(path, "path")?;
         let o = out(out_path, "out_path")?;
         let p = cache.snapshot_path(repo, rev, file)?;
@@ -496,7 +501,7 @@ pub unsafe extern "C" fn ta_model_load_from_cache(
     boundary("ta_model_load_from_cache", || {
         let cache = c(cache)?;
         let repo = str_arg(repo, "repo")?;
-        let rev = opt_str_arg(revision, "revision")?.unwrap_or("main");
+        let rev = revision_arg(revision)?;
         let quant = str_arg(quant, "quant")?;
         out(out_model, "out_model")?;
         let mut cb = progress_fn(progress, user_data);
