@@ -347,6 +347,33 @@ if _abi_version() != 1:
 # ----------------------------------------------------------------------------- model
 
 
+class _Handle:
+    """An owned library handle: freed once by close(), the garbage collector or the end
+    of a ``with`` block; using it after that raises."""
+
+    _free = None  # the ta_*_free function (a ctypes function: not bound as a method)
+    _what = "handle"
+    _h = None
+
+    def _handle(self):
+        if not self._h:
+            raise TabagentError(1, f"the {self._what} is closed")
+        return self._h
+
+    def close(self) -> None:
+        if self._h:
+            self._free(self._h)
+            self._h = None
+
+    __del__ = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     architecture: str
@@ -387,8 +414,12 @@ def _model_params(n_gpu_layers, use_mmap, use_mlock, vocab_only, progress):
     return p, keep
 
 
-class Model:
-    """A loaded GGUF model, shareable by many contexts and threads."""
+class Model(_Handle):
+    """A loaded GGUF model, shareable by many contexts and threads. close() drops
+    this reference; contexts keep the model alive."""
+
+    _free = _model_free
+    _what = "model"
 
     def __init__(self, path: Union[str, os.PathLike], *, n_gpu_layers: Optional[int] = None, use_mmap: bool = True,
                  use_mlock: bool = False, vocab_only: bool = False,
@@ -415,24 +446,6 @@ class Model:
         _check(st)
         return cls("", _handle=h)
 
-    def _handle(self):
-        if not self._h:
-            raise TabagentError(1, "the model is closed")
-        return self._h
-
-    def close(self) -> None:
-        """Drop this reference (contexts keep the model alive)."""
-        if getattr(self, "_h", None):
-            _model_free(self._h)
-            self._h = None
-
-    __del__ = close
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     @property
     def info(self) -> ModelInfo:
@@ -560,10 +573,13 @@ def _gen_params(kw):
     return p, keep
 
 
-class Context:
+class Context(_Handle):
     """One conversation on a model: KV cache, tokenizer, generation. Use from one
     thread at a time (a concurrent call raises :class:`BusyError`); :meth:`cancel`
     works from any thread."""
+
+    _free = _context_free
+    _what = "context"
 
     def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: Optional[int] = None,
                  n_ubatch: Optional[int] = None, n_threads: int = 0, n_threads_batch: int = 0,
@@ -583,23 +599,6 @@ class Context:
         self._h = h
         self.model = model
 
-    def _handle(self):
-        if not self._h:
-            raise TabagentError(1, "the context is closed")
-        return self._h
-
-    def close(self) -> None:
-        if getattr(self, "_h", None):
-            _context_free(self._h)
-            self._h = None
-
-    __del__ = close
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     @property
     def n_ctx(self) -> int:
@@ -950,12 +949,15 @@ def _progress_cb(progress):
     return _DOWNLOAD_CB(tramp), errors
 
 
-class Cache:
+class Cache(_Handle):
     """A Hugging Face–compatible model store (same layout as huggingface_hub, so
     files are shared). Root, endpoint, token and offline mode default from
     HF_HUB_CACHE/HF_HOME, HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE. durable=True
     fsyncs each download before it counts as cached (safe across power failures,
     bounded by disk write speed)."""
+
+    _free = _cache_free
+    _what = "cache"
 
     def __init__(self, root=None, *, endpoint: Optional[str] = None, token: Optional[str] = None,
                  offline: Optional[bool] = None, retries: Optional[int] = None, timeout: Optional[float] = None,
@@ -963,8 +965,6 @@ class Cache:
         o = _cache_default_options()
         self._keep = [_enc(root), _enc(endpoint), _enc(token), _enc(user_agent)]
         o.root, o.endpoint, o.token, o.user_agent = self._keep
-        if user_agent is None:
-            o.user_agent = None
         o.offline = -1 if offline is None else int(bool(offline))
         if retries is not None:
             o.retries = retries
@@ -975,23 +975,6 @@ class Cache:
         _check(_cache_open(byref(o), byref(h)))
         self._h = h
 
-    def close(self):
-        if getattr(self, "_h", None):
-            _cache_free(self._h)
-            self._h = None
-
-    __del__ = close
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _handle(self):
-        if not self._h:
-            raise TabagentError(1, "the cache is closed")
-        return self._h
 
     def _json(self, fn, *args):
         import json
