@@ -1,6 +1,7 @@
 """The model cache against a hub imitation on 127.0.0.1, cross-checked with the real
 huggingface_hub package in both directions."""
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -53,6 +54,17 @@ def cache_dir(tmp_path):
 def open_cache(hub, cache_dir, **kw):
     kw.setdefault("retries", 3)
     return tabagent.Cache(cache_dir, endpoint=hub.url, **kw)
+
+
+@contextlib.contextmanager
+def captured_log(min_level):
+    """The library's log lines at or above min_level while the block runs."""
+    lines = []
+    tabagent.set_log_callback(lambda lvl, text: lines.append(text), min_level)
+    try:
+        yield lines
+    finally:
+        tabagent.set_log_callback(None)
 
 
 def sha(b):
@@ -157,15 +169,11 @@ def test_dropped_connection_resumes_with_range(hub, cache_dir):
 
 def test_durable_download_and_cut_short_blob_is_fetched_again(hub, cache_dir):
     name = "tiny-Q8_0.gguf"
-    lines = []
-    tabagent.set_log_callback(lambda lvl, text: lines.append(text), tabagent.LOG_INFO)
-    try:
+    with captured_log(tabagent.LOG_INFO) as lines:
         with open_cache(hub, cache_dir) as c:
             c.download(REPO, "tiny-Q4_K_M.gguf")
         with open_cache(hub, cache_dir, durable=True) as c:
             p = c.download(REPO, name)
-    finally:
-        tabagent.set_log_callback(None)
     assert open(p, "rb").read() == FILES[name]
     done = [t for t in lines if "verified" in t]
     assert len(done) == 2 and done[0].endswith(f"sha256 {sha(FILES['tiny-Q4_K_M.gguf'])} verified"), lines
@@ -204,13 +212,9 @@ print(h.hf_hub_download({REPO!r}, {name!r}))
 def test_retries_5xx_and_drops_within_one_call(hub, cache_dir):
     name = "tiny-Q4_K_M.gguf"
     hub.add_fault(name, "status:503", "drop_after:1000")
-    warnings = []
-    tabagent.set_log_callback(lambda lvl, text: warnings.append(text), tabagent.LOG_WARN)
-    try:
+    with captured_log(tabagent.LOG_WARN) as warnings:
         with open_cache(hub, cache_dir) as c:
             p = c.download(REPO, name)
-    finally:
-        tabagent.set_log_callback(None)
     assert open(p, "rb").read() == FILES[name]
     # Each transient failure is logged with its cause as a warning.
     assert len(warnings) == 2, warnings
