@@ -41,9 +41,11 @@ static LOGGER: RwLock<Option<Logger>> = RwLock::new(None);
 static MIN_LEVEL: AtomicI32 = AtomicI32::new(i32::MAX);
 
 thread_local! {
-    /// The last error-level line logged on this thread (llama.cpp explains load
-    /// failures only through its log); read back into error messages.
-    static LAST_BACKEND_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The error-level lines logged on this thread since the capture began, in
+    /// order (llama.cpp explains a refusal only through its log, often over several
+    /// lines: the specific reason, then "failed to load model"); read back into
+    /// error messages.
+    static BACKEND_ERRORS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// ggml sends continuation fragments with level CONT: they inherit the level of
     /// the line they continue.
     static LAST_LEVEL: std::cell::Cell<LogLevel> = const { std::cell::Cell::new(LogLevel::Info) };
@@ -77,14 +79,60 @@ pub fn log(level: LogLevel, msg: &str) {
     }
 }
 
-/// Start recording backend error lines on this thread (cleared first).
-pub fn clear_backend_error() {
-    LAST_BACKEND_ERROR.with(|e| *e.borrow_mut() = None);
+/// Lines kept per capture, and characters per line: enough for any explanation
+/// llama.cpp gives, bounded against a flood.
+const MAX_CAPTURED_LINES: usize = 16;
+const MAX_CAPTURED_LINE: usize = 512;
+
+/// Start capturing backend error lines on this thread (earlier ones are dropped).
+pub fn clear_backend_errors() {
+    BACKEND_ERRORS.with(|e| e.borrow_mut().clear());
 }
 
-/// The last backend error line seen on this thread since `clear_backend_error`.
-pub fn take_backend_error() -> Option<String> {
-    LAST_BACKEND_ERROR.with(|e| e.borrow_mut().take())
+/// Every backend error line seen on this thread since `clear_backend_errors`, in
+/// order and joined with "; " (None when there were none). Clears the capture.
+pub fn take_backend_errors() -> Option<String> {
+    let lines = BACKEND_ERRORS.with(|e| std::mem::take(&mut *e.borrow_mut()));
+    if lines.is_empty() {
+        None
+    } else {
+        Some(lines.join("; "))
+    }
+}
+
+fn capture_error_line(text: &str, continuation: bool) {
+    BACKEND_ERRORS.with(|e| {
+        let mut lines = e.borrow_mut();
+        // ggml sends one line in fragments (level CONT): glue them back together.
+        let glue = continuation && !lines.is_empty();
+        let line = text.trim();
+        if line.is_empty() {
+            return;
+        }
+        if glue {
+            let last = lines.last_mut().expect("non-empty");
+            if last.len() < MAX_CAPTURED_LINE {
+                last.push(' ');
+                last.push_str(line);
+                truncate_at_char(last, MAX_CAPTURED_LINE);
+            }
+        } else if lines.len() < MAX_CAPTURED_LINES && lines.last().map(String::as_str) != Some(line)
+        {
+            let mut l = line.to_owned();
+            truncate_at_char(&mut l, MAX_CAPTURED_LINE);
+            lines.push(l);
+        }
+    });
+}
+
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
 }
 
 pub(crate) fn record_backend_line(level_raw: u32, text: &str) {
@@ -99,10 +147,7 @@ pub(crate) fn record_backend_line(level_raw: u32, text: &str) {
     };
     LAST_LEVEL.with(|l| l.set(level));
     if level == LogLevel::Error {
-        let line = text.trim();
-        if !line.is_empty() {
-            LAST_BACKEND_ERROR.with(|e| *e.borrow_mut() = Some(line.to_owned()));
-        }
+        capture_error_line(text, level_raw == sys::GGML_LOG_LEVEL_CONT);
     }
     log(level, text);
 }
@@ -128,5 +173,32 @@ mod tests {
         log(LogLevel::Error, "after removal");
         let got = got.lock().unwrap();
         assert_eq!(got.as_slice(), &[(LogLevel::Error, "loud".to_string())]);
+    }
+
+    #[test]
+    fn every_error_line_of_a_call_is_kept_in_order() {
+        use llama_cpp_sys_2 as sys;
+        clear_backend_errors();
+        record_backend_line(sys::GGML_LOG_LEVEL_INFO, "loading\n");
+        record_backend_line(
+            sys::GGML_LOG_LEVEL_ERROR,
+            "error loading model: missing tensor 'x'\n",
+        );
+        record_backend_line(sys::GGML_LOG_LEVEL_ERROR, "a line in");
+        record_backend_line(sys::GGML_LOG_LEVEL_CONT, "two parts\n");
+        record_backend_line(sys::GGML_LOG_LEVEL_WARN, "a warning\n");
+        record_backend_line(sys::GGML_LOG_LEVEL_ERROR, "failed to load model\n");
+        assert_eq!(
+            take_backend_errors().as_deref(),
+            Some("error loading model: missing tensor 'x'; a line in two parts; failed to load model")
+        );
+        assert_eq!(take_backend_errors(), None);
+        for i in 0..100 {
+            record_backend_line(sys::GGML_LOG_LEVEL_ERROR, &format!("flood {i}"));
+        }
+        assert_eq!(
+            take_backend_errors().unwrap().matches("flood").count(),
+            MAX_CAPTURED_LINES
+        );
     }
 }

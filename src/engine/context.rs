@@ -4,8 +4,8 @@
 
 use super::model::{ChatMessage, Model};
 use super::sampler::Sampler;
-use super::sys;
 use super::text::{Flow, TextStream};
+use super::{shim, sys};
 use crate::error::{Error, ErrorKind, Result};
 use std::ffi::c_void;
 use std::ptr::NonNull;
@@ -273,16 +273,25 @@ impl Context {
                 model.source()
             )));
         }
-        crate::log::clear_backend_error();
+        check_memory(&model, p)?;
+        crate::log::clear_backend_errors();
+        let mut ptr = std::ptr::null_mut();
         // SAFETY: the model pointer is valid while `model` (kept in the context) lives.
-        let ptr = unsafe { sys::llama_init_from_model(model.raw(), cp) };
+        shim::guard(
+            ErrorKind::Backend,
+            "could not create a context",
+            |e, el| unsafe { shim::tas_init_from_model(model.raw(), cp, &mut ptr, e, el) },
+        )?;
         let ptr = NonNull::new(ptr).ok_or_else(|| {
-            let why = crate::log::take_backend_error()
+            let why = crate::log::take_backend_errors()
                 .unwrap_or_else(|| "llama.cpp refused the parameters".into());
-            Error::new(
-                ErrorKind::Backend,
-                format!("could not create a context: {why}"),
-            )
+            // llama.cpp reports a buffer it could not allocate only in its log.
+            let kind = if why.contains("failed to allocate") {
+                ErrorKind::OutOfMemory
+            } else {
+                ErrorKind::Backend
+            };
+            Error::new(kind, format!("could not create a context: {why}"))
         })?;
         // SAFETY: valid context.
         let n_ctx = unsafe { sys::llama_n_ctx(ptr.as_ptr()) };
@@ -398,13 +407,17 @@ impl Context {
             .take_while(|(a, b)| a == b)
             .count();
         lcp = lcp.min(tokens.len() - 1);
-        // SAFETY: valid context; removing [lcp, end) of sequence 0.
-        unsafe {
-            let mem = sys::llama_get_memory(self.ptr.as_ptr());
-            if !sys::llama_memory_seq_rm(mem, 0, lcp as i32, -1) {
-                sys::llama_memory_clear(mem, true);
-                lcp = 0;
-            }
+        // SAFETY: valid context.
+        let mem = unsafe { sys::llama_get_memory(self.ptr.as_ptr()) };
+        let mut removed = false;
+        // SAFETY: removing [lcp, end) of sequence 0 of a valid context's memory.
+        shim::guard(ErrorKind::Backend, "llama_memory_seq_rm", |e, el| unsafe {
+            shim::tas_memory_seq_rm(mem, 0, lcp as i32, -1, &mut removed, e, el)
+        })?;
+        if !removed {
+            // SAFETY: clearing memory is always allowed.
+            unsafe { sys::llama_memory_clear(mem, true) };
+            lcp = 0;
         }
         self.cached.truncate(lcp);
 
@@ -414,13 +427,20 @@ impl Context {
         out
     }
 
-    fn decode(&mut self, chunk: &[i32]) -> std::result::Result<(), ErrorKind> {
+    fn decode(&mut self, chunk: &[i32]) -> Result<()> {
         let mut buf = chunk.to_vec();
+        let mut rc = 0;
+        crate::log::clear_backend_errors();
         // SAFETY: batch_get_one borrows `buf` for the decode call only.
-        let rc = unsafe {
+        let caught = shim::guard(ErrorKind::Backend, "llama_decode", |e, el| unsafe {
             let batch = sys::llama_batch_get_one(buf.as_mut_ptr(), buf.len() as i32);
-            sys::llama_decode(self.ptr.as_ptr(), batch)
-        };
+            shim::tas_decode(self.ptr.as_ptr(), batch, &mut rc, e, el)
+        });
+        if let Err(e) = caught {
+            // What the cache holds after an exception is unknown: forget it all.
+            self.reset();
+            return Err(e);
+        }
         match rc {
             0 => {
                 self.cached.extend_from_slice(chunk);
@@ -437,11 +457,7 @@ impl Context {
                 let before = self.cached.len();
                 let extra = kept.saturating_sub(before).min(chunk.len());
                 self.cached.extend_from_slice(&chunk[..extra]);
-                Err(match rc {
-                    2 => ErrorKind::Cancelled,
-                    1 => ErrorKind::ContextFull,
-                    _ => ErrorKind::Backend,
-                })
+                Err(self.decode_error(rc))
             }
         }
     }
@@ -464,9 +480,9 @@ impl Context {
         };
         let t0 = Instant::now();
         for chunk in tokens[lcp..].chunks(self.n_batch as usize) {
-            if let Err(kind) = self.decode(chunk) {
+            if let Err(e) = self.decode(chunk) {
                 res.prompt_ms = ms(t0);
-                return self.decode_failed(kind, res);
+                return self.decode_failed(e, res);
             }
             if self.abort.cancelled() {
                 res.prompt_ms = ms(t0);
@@ -488,8 +504,11 @@ impl Context {
                 res.stop_reason = StopReason::Cancelled;
                 break;
             }
+            let mut tok = 0;
             // SAFETY: the last decode produced logits for its last token (-1).
-            let tok = unsafe { sys::llama_sampler_sample(sampler.raw(), self.ptr.as_ptr(), -1) };
+            shim::guard(ErrorKind::Backend, "sampling", |e, el| unsafe {
+                shim::tas_sampler_sample(sampler.raw(), self.ptr.as_ptr(), -1, &mut tok, e, el)
+            })?;
             if self.model.is_eog(tok) {
                 res.stop_reason = StopReason::Eog;
                 break;
@@ -519,9 +538,9 @@ impl Context {
                 res.stop_reason = StopReason::ContextFull;
                 break;
             }
-            if let Err(kind) = self.decode(&[tok]) {
+            if let Err(e) = self.decode(&[tok]) {
                 res.gen_ms = ms(t1);
-                return self.decode_failed(kind, res);
+                return self.decode_failed(e, res);
             }
         }
         if res.stop_reason != StopReason::Cancelled {
@@ -535,27 +554,75 @@ impl Context {
         Ok(res)
     }
 
-    fn decode_failed(&mut self, kind: ErrorKind, mut res: GenResult) -> Result<GenResult> {
-        match kind {
-            ErrorKind::Cancelled => {
-                res.stop_reason = StopReason::Cancelled;
-                Ok(res)
-            }
-            ErrorKind::ContextFull => Err(Error::new(
+    /// llama_decode's return code as an error: 2 aborted, 1 no KV slot, -2
+    /// allocation failed, others a failure explained in the log.
+    fn decode_error(&self, rc: i32) -> Error {
+        match rc {
+            2 => Error::cancelled("decode aborted"),
+            1 => Error::new(
                 ErrorKind::ContextFull,
                 format!(
                     "no room left in the KV cache ({} tokens held, n_ctx {})",
                     self.cached.len(),
                     self.n_ctx
                 ),
-            )),
+            ),
             _ => {
-                let why = crate::log::take_backend_error()
-                    .unwrap_or_else(|| "llama_decode failed".into());
-                Err(Error::backend(format!("decode failed: {why}")))
+                let why = crate::log::take_backend_errors()
+                    .unwrap_or_else(|| format!("llama_decode returned {rc}"));
+                let kind = if rc == -2 || why.contains("failed to allocate") {
+                    ErrorKind::OutOfMemory
+                } else {
+                    ErrorKind::Backend
+                };
+                Error::new(kind, format!("decode failed: {why}"))
             }
         }
     }
+
+    fn decode_failed(&mut self, e: Error, mut res: GenResult) -> Result<GenResult> {
+        if e.kind() == ErrorKind::Cancelled {
+            res.stop_reason = StopReason::Cancelled;
+            return Ok(res);
+        }
+        Err(e)
+    }
+}
+
+/// Refuse a context whose KV cache and compute buffers cannot fit the memory this
+/// process may use (cgroup limits included), before llama.cpp tries to allocate
+/// them: a failed allocation deep inside it is slow at best and an abort at worst.
+fn check_memory(model: &Model, p: &ContextParams) -> Result<()> {
+    use crate::hardware::fit;
+    let Ok(shape) = fit::ModelShape::from_gguf(model.gguf()) else {
+        return Ok(());
+    };
+    let fp = fit::FitParams {
+        n_ctx: p.n_ctx.into(),
+        n_ubatch: p.n_ubatch.min(p.n_batch).into(),
+        flash_attn: p.flash_attn != FlashAttn::Disabled,
+    };
+    let (kv, compute) = fit::context_bytes(&shape, &fp);
+    let need = kv.saturating_add(compute);
+    let mem = crate::hardware::memory::detect();
+    let avail = mem.available_bytes;
+    // 0 = unknown (no /proc): nothing to compare with.
+    if avail != 0 && need > avail {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(Error::new(
+            ErrorKind::OutOfMemory,
+            format!(
+                "{}: a context of {} tokens needs {:.2} GiB (KV cache {:.2} GiB, compute buffers {:.2} GiB) but {:.2} GiB of memory is available; lower n_ctx or n_ubatch",
+                model.source(),
+                if p.n_ctx == 0 { shape.n_ctx_train } else { p.n_ctx.into() },
+                gib(need),
+                gib(kv),
+                gib(compute),
+                gib(avail)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn ms(t: Instant) -> f64 {

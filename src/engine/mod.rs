@@ -1,10 +1,12 @@
 //! Safe layer over llama.cpp. All `unsafe` calls into `llama-cpp-sys-2` live in this
 //! module tree; everything it exposes is ordinary safe Rust.
 
+pub mod check;
 pub mod context;
 pub mod gbnf;
 pub mod model;
 pub mod sampler;
+pub mod shim;
 pub mod text;
 
 use llama_cpp_sys_2 as sys;

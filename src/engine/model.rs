@@ -2,7 +2,7 @@
 //! memory-maps it. Read-only after load, so one `Model` is shared (behind an `Arc`)
 //! by any number of contexts and threads.
 
-use super::sys;
+use super::{shim, sys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gguf::GgufInfo;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -138,6 +138,7 @@ impl Model {
         // GGUF can make it abort() the host process.
         let gguf = crate::gguf::open_model(path)?;
         let shown = path.display().to_string();
+        crate::gguf::semantic::check(&gguf, &shown, params.vocab_only)?;
         load_inner(path, gguf, shown, params, progress)
     }
 
@@ -148,6 +149,7 @@ impl Model {
         progress: Option<&mut dyn FnMut(f32) -> bool>,
     ) -> Result<Model> {
         let gguf = GgufInfo::parse(bytes, "<memory buffer>")?;
+        crate::gguf::semantic::check(&gguf, "<memory buffer>", params.vocab_only)?;
         memfd::load(bytes, gguf, params, progress)
     }
 
@@ -226,9 +228,10 @@ impl Model {
         // A token is at least one byte, plus room for BOS/EOS.
         let mut out = vec![0i32; text.len() + 2];
         loop {
+            let mut n = 0;
             // SAFETY: text/len describe a valid buffer; out has out.len() slots.
-            let n = unsafe {
-                sys::llama_tokenize(
+            shim::guard(ErrorKind::BadModel, &self.source, |e, el| unsafe {
+                shim::tas_tokenize(
                     self.vocab(),
                     text.as_ptr() as *const c_char,
                     len,
@@ -236,8 +239,11 @@ impl Model {
                     out.len() as i32,
                     add_special,
                     parse_special,
+                    &mut n,
+                    e,
+                    el,
                 )
-            };
+            })?;
             if n == i32::MIN {
                 return Err(Error::invalid_arg("tokenization overflowed"));
             }
@@ -268,17 +274,21 @@ impl Model {
         buf: &mut Vec<u8>,
     ) -> Result<usize> {
         loop {
+            let mut n = 0;
             // SAFETY: buf has buf.len() writable bytes.
-            let n = unsafe {
-                sys::llama_token_to_piece(
+            shim::guard(ErrorKind::BadModel, &self.source, |e, el| unsafe {
+                shim::tas_token_to_piece(
                     self.vocab(),
                     token,
                     buf.as_mut_ptr() as *mut c_char,
                     buf.len() as i32,
                     0,
                     special,
+                    &mut n,
+                    e,
+                    el,
                 )
-            };
+            })?;
             if n < 0 {
                 buf.resize((-n) as usize, 0);
                 continue;
@@ -301,9 +311,10 @@ impl Model {
             i32::try_from(tokens.len()).map_err(|_| Error::invalid_arg("too many tokens"))?;
         let mut buf = vec![0u8; tokens.len() * 8 + 16];
         loop {
+            let mut n = 0;
             // SAFETY: tokens and buf are valid for the lengths given.
-            let n = unsafe {
-                sys::llama_detokenize(
+            shim::guard(ErrorKind::BadModel, &self.source, |e, el| unsafe {
+                shim::tas_detokenize(
                     self.vocab(),
                     tokens.as_ptr(),
                     n_tokens,
@@ -311,8 +322,11 @@ impl Model {
                     buf.len().min(i32::MAX as usize) as i32,
                     remove_special,
                     unparse_special,
+                    &mut n,
+                    e,
+                    el,
                 )
-            };
+            })?;
             if n < 0 {
                 if n == i32::MIN {
                     return Err(Error::invalid_arg("detokenized text is too large"));
@@ -371,18 +385,22 @@ impl Model {
         let mut buf = vec![0u8; total * 2 + 256];
         loop {
             let cap = buf.len().min(i32::MAX as usize) as i32;
+            let mut n = 0;
             // SAFETY: every pointer in msgs points into `owned`, alive for the call;
             // buf has `cap` writable bytes.
-            let n = unsafe {
-                sys::llama_chat_apply_template(
+            shim::guard(ErrorKind::Unsupported, &self.source, |e, el| unsafe {
+                shim::tas_chat_apply_template(
                     tmpl_c.as_ptr(),
                     msgs.as_ptr(),
                     msgs.len(),
                     add_assistant,
                     buf.as_mut_ptr() as *mut c_char,
                     cap,
+                    &mut n,
+                    e,
+                    el,
                 )
-            };
+            })?;
             if n < 0 {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
@@ -433,16 +451,22 @@ fn load_inner(
         mp.progress_callback = Some(progress_trampoline);
         mp.progress_callback_user_data = &mut state as *mut ProgressState as *mut c_void;
     }
-    crate::log::clear_backend_error();
+    crate::log::clear_backend_errors();
+    let mut ptr = std::ptr::null_mut();
     // SAFETY: cpath is NUL-terminated; mp's callback data outlives the call.
-    let ptr = unsafe { sys::llama_model_load_from_file(cpath.as_ptr(), mp) };
+    let caught = shim::guard(ErrorKind::BadModel, &shown, |e, el| unsafe {
+        shim::tas_model_load(cpath.as_ptr(), mp, &mut ptr, e, el)
+    });
+    if let Err(e) = caught {
+        return Err(with_backend_lines(e));
+    }
     let Some(ptr) = NonNull::new(ptr) else {
         if state.stopped {
             return Err(Error::cancelled(format!(
                 "{shown}: loading cancelled by the progress callback"
             )));
         }
-        let why = crate::log::take_backend_error()
+        let why = crate::log::take_backend_errors()
             .unwrap_or_else(|| "llama.cpp could not load it".into());
         return Err(Error::bad_model(format!("{shown}: {why}")));
     };
@@ -464,6 +488,17 @@ fn load_inner(
         info,
         source: shown,
     })
+}
+
+/// Add what llama.cpp logged during the failed call to an error's message.
+fn with_backend_lines(e: Error) -> Error {
+    match crate::log::take_backend_errors() {
+        Some(lines) => Error::new(
+            e.kind(),
+            format!("{}; llama.cpp logged: {lines}", e.message()),
+        ),
+        None => e,
+    }
 }
 
 fn path_cstring(path: &Path) -> Result<CString> {

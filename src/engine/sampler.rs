@@ -3,7 +3,7 @@
 use super::context::GenParams;
 use super::model::Model;
 use super::sys;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use std::ffi::CString;
 use std::ptr::NonNull;
 
@@ -47,13 +47,21 @@ impl Sampler {
             super::gbnf::check(g).map_err(|e| Error::invalid_arg(format!("grammar: {e}")))?;
             let gs =
                 CString::new(g).map_err(|_| Error::invalid_arg("grammar contains a NUL byte"))?;
-            crate::log::clear_backend_error();
+            crate::log::clear_backend_errors();
+            let mut gp = std::ptr::null_mut();
             // SAFETY: strings are NUL-terminated and copied by llama.cpp.
-            let gp = unsafe {
-                sys::llama_sampler_init_grammar(model.vocab(), gs.as_ptr(), c"root".as_ptr())
-            };
+            super::shim::guard(ErrorKind::InvalidArg, "grammar", |e, el| unsafe {
+                super::shim::tas_sampler_init_grammar(
+                    model.vocab(),
+                    gs.as_ptr(),
+                    c"root".as_ptr(),
+                    &mut gp,
+                    e,
+                    el,
+                )
+            })?;
             if gp.is_null() {
-                let why = crate::log::take_backend_error().unwrap_or_default();
+                let why = crate::log::take_backend_errors().unwrap_or_default();
                 return Err(Error::invalid_arg(format!(
                     "grammar does not parse as GBNF with a `root` rule{}{}",
                     if why.is_empty() { "" } else { ": " },

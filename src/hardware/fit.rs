@@ -115,22 +115,50 @@ pub struct Fit {
     pub recommended_threads: u32,
 }
 
-/// Estimate the allocation for `shape` with `p` on the machine `hw`.
-pub fn estimate(shape: &ModelShape, p: &FitParams, hw: &HardwareInfo) -> Fit {
+/// The context size llama.cpp will use: the model's training context for 0, padded
+/// to a multiple of 256 as llama.cpp pads it.
+fn effective_n_ctx(shape: &ModelShape, p: &FitParams) -> u64 {
     let n_ctx = if p.n_ctx == 0 {
         shape.n_ctx_train.max(1)
     } else {
         p.n_ctx
     };
-    // llama.cpp pads the context to a multiple of 256.
-    let n_ctx = n_ctx.div_ceil(256) * 256;
+    n_ctx.div_ceil(256).saturating_mul(256)
+}
+
+/// (KV cache bytes, compute buffer bytes) of a context; saturating, since the
+/// shape may come from a hostile file.
+pub fn context_bytes(shape: &ModelShape, p: &FitParams) -> (u64, u64) {
+    let n_ctx = effective_n_ctx(shape, p);
     let n_ubatch = p.n_ubatch.clamp(1, n_ctx);
-    let kv = n_ctx * shape.n_layer * shape.n_head_kv * (shape.head_dim_k + shape.head_dim_v) * 2;
+    let m = |a: u64, b: u64| a.saturating_mul(b);
+    let kv = [
+        shape.n_layer,
+        shape.n_head_kv,
+        shape.head_dim_k.saturating_add(shape.head_dim_v),
+        2,
+    ]
+    .into_iter()
+    .fold(n_ctx, m);
     let attn_cell = if p.flash_attn { 2 } else { 16 };
-    let compute = n_ubatch * 4 * (shape.n_vocab + shape.n_ff + 2 * shape.n_embd)
-        + n_ctx * n_ubatch * attn_cell
-        + shape.n_vocab * 4;
-    let total = shape.weights_bytes + kv + compute;
+    let per_token = shape
+        .n_vocab
+        .saturating_add(shape.n_ff)
+        .saturating_add(m(2, shape.n_embd));
+    let compute = m(m(n_ubatch, 4), per_token)
+        .saturating_add(m(m(n_ctx, n_ubatch), attn_cell))
+        .saturating_add(m(shape.n_vocab, 4));
+    (kv, compute)
+}
+
+/// Estimate the allocation for `shape` with `p` on the machine `hw`.
+pub fn estimate(shape: &ModelShape, p: &FitParams, hw: &HardwareInfo) -> Fit {
+    let n_ctx = effective_n_ctx(shape, p);
+    let (kv, compute) = context_bytes(shape, p);
+    let total = shape
+        .weights_bytes
+        .saturating_add(kv)
+        .saturating_add(compute);
     let fits_ram = hw.memory.available_bytes == 0 || total <= hw.memory.available_bytes;
     let vram = hw
         .gpus
@@ -146,7 +174,7 @@ pub fn estimate(shape: &ModelShape, p: &FitParams, hw: &HardwareInfo) -> Fit {
     } else if fits_vram {
         -1
     } else {
-        let per_layer = (shape.weights_bytes + kv) / shape.n_layer.max(1);
+        let per_layer = shape.weights_bytes.saturating_add(kv) / shape.n_layer.max(1);
         let room = usable.saturating_sub(compute);
         (room / per_layer.max(1)).min(shape.n_layer) as i32
     };
