@@ -35,7 +35,7 @@
 /**
  * Bumped whenever a struct layout or a function signature changes.
  */
-#define TA_ABI_VERSION 1
+#define TA_ABI_VERSION 2
 
 /**
  * Log levels for `ta_set_log_callback`.
@@ -207,6 +207,21 @@ typedef struct {
    * Passed to `progress_callback` unchanged; borrowed for the load.
    */
   void *progress_user_data;
+  /**
+   * For untrusted files (default false): before loading, run `ta_model_check`
+   * with the two limits below, so a file that would crash llama.cpp fails with
+   * `TA_ERR_BAD_MODEL` instead of taking the process down. Costs one extra load
+   * in a child process.
+   */
+  bool check_in_child;
+  /**
+   * Wall-clock limit of that check in milliseconds; 0 = 60 s plus 2 s per GiB.
+   */
+  uint32_t check_timeout_ms;
+  /**
+   * Address-space limit of the child in bytes; 0 = 3 GiB plus twice the file size.
+   */
+  uint64_t check_memory_limit;
 } ta_model_params;
 
 /**
@@ -465,6 +480,20 @@ typedef struct {
   int32_t recommended_gpu_layers;
   uint32_t recommended_threads;
 } ta_fit;
+
+/**
+ * What a passed `ta_model_check` measured.
+ */
+typedef struct {
+  /**
+   * Wall-clock time of the child process, start to exit.
+   */
+  double elapsed_ms;
+  /**
+   * The child's peak resident memory.
+   */
+  uint64_t peak_rss_bytes;
+} ta_check_report;
 
 /**
  * Headline metadata. The `const char *` fields are borrowed from the model: valid
@@ -1080,6 +1109,27 @@ ta_status ta_hardware_fit_model(const ta_hardware *hw,
  * Default load parameters: all GPU layers, mmap on, mlock off, full model, no callback.
  */
 ta_model_params ta_model_default_params(void);
+
+/**
+ * Check an untrusted model file without risking this process: the file is
+ * validated here, then a child process (the `tabagent-probe` executable shipped
+ * beside the library; `TABAGENT_PROBE` overrides where it is looked for) loads it
+ * with llama.cpp and decodes one token, under the time and memory limits in
+ * `params` (`check_timeout_ms`, `check_memory_limit`; NULL = defaults).
+ *
+ * Returns `TA_OK` when the child loaded the file and decoded;
+ * `TA_ERR_BAD_MODEL` when the file is refused, or the child crashed (the message
+ * names the signal and the child's last log lines), hung or ran out of memory;
+ * `TA_ERR_NOT_FOUND` when the file or the probe executable is missing. Does not
+ * take ownership of its arguments. On success `*out_report` (optional, may be NULL)
+ * receives the child's time and peak memory.
+ *
+ * # Safety
+ * Pointers must be NULL or valid as described.
+ */
+ta_status ta_model_check(const char *path,
+                         const ta_model_params *params,
+                         ta_check_report *out_report);
 
 /**
  * Load a GGUF model from `path` (UTF-8). For a split model pass the first shard

@@ -1176,3 +1176,35 @@ fn hostile_corpus_never_takes_the_process_down() {
         failures.join("\n")
     );
 }
+
+/// Layer 2 on its own: with the semantic validator bypassed, an SPM vocabulary
+/// without its `<0xNN>` byte tokens makes llama.cpp throw `std::out_of_range`
+/// while tokenizing. The shim turns it into `BadModel` with the exception's text;
+/// without the shim this test process would abort.
+#[test]
+fn exceptions_thrown_by_llama_cpp_end_in_bad_model() {
+    let dir = std::env::temp_dir().join(format!("tabagent-throw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cases = Vec::new();
+    vocab_cases(&mut cases);
+    let c = cases
+        .iter()
+        .find(|c| c.name == "spm-no-byte-tokens")
+        .expect("case exists");
+    let path = write_case(c, &dir, None);
+    let params = ModelParams::default();
+    let m = tabagent::engine::Model::load_without_semantic_checks(&path, &params)
+        .expect("llama.cpp itself loads it");
+    let e = m.tokenize("a, b!", true, true).unwrap_err();
+    assert_eq!(e.kind(), tabagent::ErrorKind::BadModel, "{e:?}");
+    assert!(e.message().contains("C++ exception"), "{}", e.message());
+    assert!(
+        e.message().contains(&path.display().to_string()),
+        "{}",
+        e.message()
+    );
+    // The validator refuses the same file before llama.cpp sees it.
+    let e = tabagent::engine::Model::load(&path, &params).unwrap_err();
+    assert_eq!(e.kind(), tabagent::ErrorKind::BadModel);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

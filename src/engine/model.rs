@@ -20,6 +20,11 @@ pub struct ModelParams {
     pub use_mlock: bool,
     /// Load only the vocabulary (tokenize/detokenize work; no inference).
     pub vocab_only: bool,
+    /// For untrusted files: before loading, have a child process load the file and
+    /// decode one token under these limits ([`super::check::check_model`]), so a
+    /// file that would crash llama.cpp fails with `BadModel` instead. Costs one
+    /// extra load (see the README's figures).
+    pub check: Option<super::check::CheckLimits>,
 }
 
 impl Default for ModelParams {
@@ -29,6 +34,7 @@ impl Default for ModelParams {
             use_mmap: true,
             use_mlock: false,
             vocab_only: false,
+            check: None,
         }
     }
 }
@@ -139,7 +145,18 @@ impl Model {
         let gguf = crate::gguf::open_model(path)?;
         let shown = path.display().to_string();
         crate::gguf::semantic::check(&gguf, &shown, params.vocab_only)?;
+        if let Some(limits) = &params.check {
+            super::check::check_model(path, params, limits)?;
+        }
         load_inner(path, gguf, shown, params, progress)
+    }
+
+    /// Load without the semantic validator (structure is still checked), so tests
+    /// can reach llama.cpp's own failure paths and prove the shim catches them.
+    #[doc(hidden)]
+    pub fn load_without_semantic_checks(path: &Path, params: &ModelParams) -> Result<Model> {
+        let gguf = crate::gguf::open_model(path)?;
+        load_inner(path, gguf, path.display().to_string(), params, None)
     }
 
     /// Load from bytes in memory, without a temporary file on disk (Linux: a memfd).
@@ -590,6 +607,12 @@ mod memfd {
         let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
         file.write_all(bytes)
             .map_err(|e| Error::io("write", "<memory buffer> (memfd)", e))?;
+        if let Some(limits) = &params.check {
+            // The child reaches the anonymous file through this process's fd table.
+            let theirs = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
+            crate::engine::check::check_model(&theirs, params, limits)
+                .map_err(|e| Error::new(e.kind(), e.message().replace(&*theirs.to_string_lossy(), "<memory buffer>")))?;
+        }
         // llama.cpp opens by path: /proc/self/fd/N reaches the anonymous file. Its
         // mmap keeps the pages alive after the descriptor is closed.
         let path = PathBuf::from(format!("/proc/self/fd/{fd}"));

@@ -1,6 +1,7 @@
 //! `ta_model`: load, metadata, tokenizer, chat template.
 
 use super::*;
+use crate::engine::check::{check_model, CheckLimits};
 use crate::engine::{ChatMessage, Model, ModelParams};
 use std::sync::Arc;
 
@@ -26,6 +27,25 @@ pub struct ta_model_params {
     pub progress_callback: ta_progress_callback,
     /// Passed to `progress_callback` unchanged; borrowed for the load.
     pub progress_user_data: *mut c_void,
+    /// For untrusted files (default false): before loading, run `ta_model_check`
+    /// with the two limits below, so a file that would crash llama.cpp fails with
+    /// `TA_ERR_BAD_MODEL` instead of taking the process down. Costs one extra load
+    /// in a child process.
+    pub check_in_child: bool,
+    /// Wall-clock limit of that check in milliseconds; 0 = 60 s plus 2 s per GiB.
+    pub check_timeout_ms: u32,
+    /// Address-space limit of the child in bytes; 0 = 3 GiB plus twice the file size.
+    pub check_memory_limit: u64,
+}
+
+/// What a passed `ta_model_check` measured.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct ta_check_report {
+    /// Wall-clock time of the child process, start to exit.
+    pub elapsed_ms: f64,
+    /// The child's peak resident memory.
+    pub peak_rss_bytes: u64,
 }
 
 /// A loaded model, opaque. Free with `ta_model_free`. Safe to use from many threads
@@ -107,7 +127,16 @@ pub(crate) fn model_params(p: *const ta_model_params) -> ModelParams {
             use_mmap: p.use_mmap,
             use_mlock: p.use_mlock,
             vocab_only: p.vocab_only,
+            check: p.check_in_child.then(|| check_limits(p)),
         },
+    }
+}
+
+fn check_limits(p: &ta_model_params) -> CheckLimits {
+    CheckLimits {
+        timeout_ms: p.check_timeout_ms.into(),
+        memory_bytes: p.check_memory_limit,
+        probe: None,
     }
 }
 
@@ -145,6 +174,9 @@ pub extern "C" fn ta_model_default_params() -> ta_model_params {
             vocab_only: false,
             progress_callback: None,
             progress_user_data: std::ptr::null_mut(),
+            check_in_child: false,
+            check_timeout_ms: 0,
+            check_memory_limit: 0,
         },
         || {
             let d = ModelParams::default();
@@ -155,9 +187,52 @@ pub extern "C" fn ta_model_default_params() -> ta_model_params {
                 vocab_only: d.vocab_only,
                 progress_callback: None,
                 progress_user_data: std::ptr::null_mut(),
+                check_in_child: d.check.is_some(),
+                check_timeout_ms: 0,
+                check_memory_limit: 0,
             })
         },
     )
+}
+
+/// Check an untrusted model file without risking this process: the file is
+/// validated here, then a child process (the `tabagent-probe` executable shipped
+/// beside the library; `TABAGENT_PROBE` overrides where it is looked for) loads it
+/// with llama.cpp and decodes one token, under the time and memory limits in
+/// `params` (`check_timeout_ms`, `check_memory_limit`; NULL = defaults).
+///
+/// Returns `TA_OK` when the child loaded the file and decoded;
+/// `TA_ERR_BAD_MODEL` when the file is refused, or the child crashed (the message
+/// names the signal and the child's last log lines), hung or ran out of memory;
+/// `TA_ERR_NOT_FOUND` when the file or the probe executable is missing. Does not
+/// take ownership of its arguments. On success `*out_report` (optional, may be NULL)
+/// receives the child's time and peak memory.
+///
+/// # Safety
+/// Pointers must be NULL or valid as described.
+#[no_mangle]
+pub unsafe extern "C" fn ta_model_check(
+    path: *const c_char,
+    params: *const ta_model_params,
+    out_report: *mut ta_check_report,
+) -> ta_status {
+    boundary("ta_model_check", || {
+        let path = str_arg(path, "path")?;
+        let mp = model_params(params);
+        // SAFETY: NULL means defaults; otherwise a valid struct for the call.
+        let limits = unsafe { params.as_ref() }
+            .map(check_limits)
+            .unwrap_or_default();
+        let r = check_model(std::path::Path::new(path), &mp, &limits)?;
+        // SAFETY: NULL or a valid out-parameter.
+        if let Some(o) = unsafe { out_report.as_mut() } {
+            *o = ta_check_report {
+                elapsed_ms: r.elapsed_ms,
+                peak_rss_bytes: r.peak_rss_bytes,
+            };
+        }
+        Ok(())
+    })
 }
 
 /// Load a GGUF model from `path` (UTF-8). For a split model pass the first shard

@@ -832,6 +832,63 @@ static void test_cache_offline(void) {
     ta_cache_free(NULL);
 }
 
+/* The out-of-process check: a good file passes and reports its cost, a broken
+ * one is refused with the file named, arguments are checked, and the check can
+ * run as part of ta_model_load. Out-params are written only on success. */
+static void test_model_check(void) {
+    char path[4096];
+    ta_check_report r = {-1.0, 7};
+    CHECK_ST(ta_model_check(NULL, NULL, &r), TA_ERR_NULL_ARG);
+    CHECK(r.elapsed_ms == -1.0 && r.peak_rss_bytes == 7, "report written on failure");
+
+    snprintf(path, sizeof path, "%s/check-missing.gguf", scratch);
+    CHECK_ST(ta_model_check(path, NULL, &r), TA_ERR_NOT_FOUND);
+    CHECK(r.elapsed_ms == -1.0, "report written on failure");
+
+    snprintf(path, sizeof path, "%s/check-short.gguf", scratch);
+    size_t n = 0;
+    unsigned char *real = read_file(model_path, &n);
+    CHECK(real != NULL, "cannot read model");
+    if (!real) return;
+    write_file(path, real, 5000);
+    free(real);
+    CHECK_ST(ta_model_check(path, NULL, &r), TA_ERR_BAD_MODEL);
+    CHECK(last_error_has(path), "%s", ta_last_error());
+
+    CHECK_ST(ta_model_check(model_path, NULL, &r), TA_OK);
+    CHECK(r.elapsed_ms > 0 && r.peak_rss_bytes > 1000000, "%f ms, %llu bytes", r.elapsed_ms,
+          (unsigned long long)r.peak_rss_bytes);
+    CHECK_ST(ta_model_check(model_path, NULL, NULL), TA_OK);
+
+    /* A memory limit too small for the model: the child cannot map it and says so. */
+    ta_model_params p = ta_model_default_params();
+    CHECK(!p.check_in_child && p.check_timeout_ms == 0 && p.check_memory_limit == 0, "defaults");
+    p.check_memory_limit = 64u << 20;
+    CHECK_ST(ta_model_check(model_path, &p, NULL), TA_ERR_OUT_OF_MEMORY);
+    CHECK(last_error_has(model_path), "%s", ta_last_error());
+
+    /* As part of the load. */
+    p = ta_model_default_params();
+    p.check_in_child = true;
+    ta_model *m = NULL;
+    CHECK_ST(ta_model_load(model_path, &p, &m), TA_OK);
+    ta_model_free(m);
+    m = (ta_model *)1;
+    CHECK_ST(ta_model_load(path, &p, &m), TA_ERR_BAD_MODEL);
+    CHECK(m == (ta_model *)1, "out param written on failure");
+}
+
+/* A context far larger than this machine's memory is refused before llama.cpp
+ * allocates, naming the size needed and the size available. */
+static void test_context_too_big(const ta_model *m) {
+    ta_context_params p = ta_context_default_params();
+    p.n_ctx = 10000000;
+    ta_context *c = (ta_context *)1;
+    CHECK_ST(ta_context_new(m, &p, &c), TA_ERR_OUT_OF_MEMORY);
+    CHECK(last_error_has("GiB") && last_error_has("available"), "%s", ta_last_error());
+    CHECK(c == (ta_context *)1, "out param written on failure");
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
@@ -854,12 +911,14 @@ int main(int argc, char **argv) {
     test_busy(m);
     test_two_threads(m);
     test_hardware(m);
+    test_context_too_big(m);
     ta_context_free(c);
     ta_model_free(m);
     test_free_orders();
     test_load_from_buffer();
     test_progress_cancel();
     test_log_callback();
+    test_model_check();
     fprintf(stderr, "test_api: %d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }
