@@ -115,7 +115,14 @@ class _ModelParams(Structure):
         ("vocab_only", c_bool),
         ("progress_callback", c_void_p),
         ("progress_user_data", c_void_p),
+        ("check_in_child", c_bool),
+        ("check_timeout_ms", c_uint32),
+        ("check_memory_limit", c_uint64),
     ]
+
+
+class _CheckReport(Structure):
+    _fields_ = [("elapsed_ms", c_double), ("peak_rss_bytes", c_uint64)]
 
 
 class _ModelInfo(Structure):
@@ -208,6 +215,7 @@ _system_info = _fn("ta_system_info", c_char_p)
 _set_log_callback = _fn("ta_set_log_callback", c_int32, _LOG_CB, c_void_p, c_int32)
 _model_default_params = _fn("ta_model_default_params", _ModelParams)
 _model_load = _fn("ta_model_load", c_int32, c_char_p, POINTER(_ModelParams), POINTER(c_void_p))
+_model_check = _fn("ta_model_check", c_int32, c_char_p, POINTER(_ModelParams), POINTER(_CheckReport))
 _model_load_from_buffer = _fn(
     "ta_model_load_from_buffer", c_int32, POINTER(c_uint8), c_size_t, POINTER(_ModelParams), POINTER(c_void_p)
 )
@@ -341,8 +349,9 @@ def set_log_callback(fn: Optional[Callable[[int, str], None]], min_level: int = 
     _log_keepalive = cb
 
 
-if _abi_version() != 1:
-    raise ImportError(f"libtabagent ABI {_abi_version()} does not match this wrapper (1)")
+_ABI = 2
+if _abi_version() != _ABI:
+    raise ImportError(f"libtabagent ABI {_abi_version()} does not match this wrapper ({_ABI})")
 
 # ----------------------------------------------------------------------------- model
 
@@ -396,11 +405,13 @@ class ModelInfo:
     nl_token: int
 
 
-def _model_params(n_gpu_layers, use_mmap, use_mlock, vocab_only, progress):
+def _model_params(n_gpu_layers, use_mmap, use_mlock, vocab_only, progress, check_in_child=False,
+                  check_timeout_ms=0, check_memory_limit=0):
     p = _model_default_params()
     if n_gpu_layers is not None:
         p.n_gpu_layers = n_gpu_layers
     p.use_mmap, p.use_mlock, p.vocab_only = use_mmap, use_mlock, vocab_only
+    p.check_in_child, p.check_timeout_ms, p.check_memory_limit = check_in_child, check_timeout_ms, check_memory_limit
     keep = None
     if progress is not None:
         def trampoline(_ud, frac):
@@ -414,6 +425,17 @@ def _model_params(n_gpu_layers, use_mmap, use_mlock, vocab_only, progress):
     return p, keep
 
 
+def check_model(path: Union[str, os.PathLike], *, vocab_only: bool = False, timeout_ms: int = 0,
+                memory_limit: int = 0) -> dict:
+    """Load `path` and decode one token in a child process under a time and memory
+    limit (0 = defaults). Returns {"elapsed_ms", "peak_rss_bytes"}; raises
+    BadModelError (with the child's reason) when it fails, crashes or hangs."""
+    p, _ = _model_params(None, True, False, vocab_only, None, False, timeout_ms, memory_limit)
+    r = _CheckReport()
+    _check(_model_check(os.fsencode(path), byref(p), byref(r)))
+    return {"elapsed_ms": r.elapsed_ms, "peak_rss_bytes": r.peak_rss_bytes}
+
+
 class Model(_Handle):
     """A loaded GGUF model, shareable by many contexts and threads. close() drops
     this reference; contexts keep the model alive."""
@@ -423,11 +445,15 @@ class Model(_Handle):
 
     def __init__(self, path: Union[str, os.PathLike], *, n_gpu_layers: Optional[int] = None, use_mmap: bool = True,
                  use_mlock: bool = False, vocab_only: bool = False,
-                 progress: Optional[Callable[[float], bool]] = None, _handle=None):
+                 progress: Optional[Callable[[float], bool]] = None, check_in_child: bool = False,
+                 check_timeout_ms: int = 0, check_memory_limit: int = 0, _handle=None):
+        """check_in_child=True first loads the file in a child process (see
+        check_model), for files that may be hostile."""
         if _handle is not None:
             self._h = _handle
             return
-        p, keep = _model_params(n_gpu_layers, use_mmap, use_mlock, vocab_only, progress)
+        p, keep = _model_params(n_gpu_layers, use_mmap, use_mlock, vocab_only, progress, check_in_child,
+                                check_timeout_ms, check_memory_limit)
         h = c_void_p()
         st = _model_load(os.fsencode(path), byref(p), byref(h))
         del keep
@@ -1061,3 +1087,4 @@ def _from_pretrained(cls, repo: str, quant: str, *, revision: str = "main", cach
 
 Model.from_pretrained = classmethod(_from_pretrained)
 __all__ += ["Cache"]
+__all__ += ["check_model"]

@@ -258,3 +258,17 @@ def test_fit(model):
     assert a.fits_ram and a.recommended_gpu_layers == 0
     with pytest.raises(tabagent.NotFoundError):
         tabagent.Hardware.fit("/nonexistent.gguf")
+
+
+def test_check_model_in_a_child(tmp_path):
+    report = tabagent.check_model(MODEL)
+    assert report["elapsed_ms"] > 0 and report["peak_rss_bytes"] > 1_000_000
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(open(MODEL, "rb").read(6000))
+    with pytest.raises(tabagent.BadModelError) as e:
+        tabagent.check_model(broken)
+    assert str(broken) in str(e.value)
+    with tabagent.Model(MODEL, check_in_child=True, vocab_only=True) as m:
+        assert m.info.n_vocab > 1000
+    with pytest.raises(tabagent.BadModelError):
+        tabagent.Model(broken, check_in_child=True)
