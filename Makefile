@@ -10,7 +10,7 @@ CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefine
                -fno-omit-frame-pointer -Iinclude
 LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
 
-.PHONY: demo test setup build model examples test-rust test-c test-python test-examples lint bench clean
+.PHONY: demo test setup build model examples test-rust test-c test-corpus test-python test-examples lint bench clean
 
 ## Set up, build, fetch the default model and stream a chat reply from it.
 demo: setup build model examples
@@ -18,7 +18,7 @@ demo: setup build model examples
 
 ## Every test: Rust unit/integration (incl. header freshness), C under ASan,
 ## Python through the ctypes wrapper, the examples, fmt and clippy.
-test: setup build model test-rust test-c test-python test-examples lint
+test: setup build model test-rust test-c test-corpus test-python test-examples lint
 	@echo "all tests passed"
 
 setup:
@@ -33,9 +33,24 @@ model:
 examples: build
 	$(MAKE) -C examples/c
 
-# Contexts spin threads on every core: run model tests one at a time.
+# Contexts spin threads on every core: run model tests one at a time. The
+# hostile-model corpus runs in test-corpus.
 test-rust: build
-	cargo test --release -- --test-threads=1
+	cargo test --release -- --test-threads=1 --skip hostile_corpus
+
+CORPUS := build/corpus
+## The hostile-model corpus: every case in a child process (tests/hostile_models.rs),
+## then a sample in one process under ASan, and a smaller one under valgrind.
+test-corpus: build
+	rm -rf $(CORPUS) && mkdir -p $(CORPUS) $(TESTBIN)
+	TABAGENT_CORPUS_DIR=$(abspath $(CORPUS)) cargo test --release --test hostile_models -- --test-threads=1 --nocapture hostile_corpus
+	cc $(CFLAGS_TEST) tests/c/test_corpus.c -o $(TESTBIN)/test_corpus $(LDFLAGS_TEST)
+	ls $(CORPUS)/*.gguf | awk 'NR % 3 == 1' | xargs $(TESTBIN)/test_corpus > $(TESTBIN)/corpus.out
+	@if [ -s $(TESTBIN)/corpus.out ]; then echo "FAIL: the library wrote to stdout:"; cat $(TESTBIN)/corpus.out; exit 1; fi
+	ls $(CORPUS)/*.gguf | awk 'NR % 25 == 7' | while read f; do \
+	    GGML_NO_BACKTRACE=1 valgrind -q --error-exitcode=99 target/release/tabagent-probe "$$f" >/dev/null 2>$(TESTBIN)/valgrind.err \
+	    || { echo "FAIL: valgrind on $$f:"; cat $(TESTBIN)/valgrind.err; exit 1; }; done
+	@echo "corpus: child processes, ASan sample and valgrind sample clean"
 
 test-c: build
 	@mkdir -p $(TESTBIN)

@@ -158,9 +158,9 @@ fn run_probe(
         });
     }
     let t0 = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::io("spawn", &probe.display().to_string(), e).context("the model check")
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io("spawn", probe, e).context("the model check"))?;
     let pid = child.id() as libc::pid_t;
     let out = reader(child.stdout.take());
     let err = reader(child.stderr.take());
@@ -176,11 +176,7 @@ fn run_probe(
             break;
         }
         if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return Err(Error::io(
-                "wait4",
-                &probe.display().to_string(),
-                std::io::Error::last_os_error(),
-            ));
+            return Err(Error::io("wait4", probe, std::io::Error::last_os_error()));
         }
         if t0.elapsed() > timeout && !timed_out {
             timed_out = true;

@@ -371,6 +371,8 @@ impl Context {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenResult> {
         params.validate()?;
+        // Generated tokens become text: a model without a tokenizer cannot do that.
+        self.model.require_tokenizer()?;
         if tokens.is_empty() {
             return Err(Error::invalid_arg("the prompt is empty (no tokens)"));
         }

@@ -227,6 +227,20 @@ impl Model {
         unsafe { sys::llama_vocab_is_eog(self.vocab(), token) }
     }
 
+    /// A model whose tokenizer is "none" has no tokenizer at all: llama.cpp asserts
+    /// (`tokenizer && "Tokenizer not initialized"`, `type != LLAMA_VOCAB_TYPE_NONE`)
+    /// on any text call, so those calls are refused here.
+    pub(crate) fn require_tokenizer(&self) -> Result<()> {
+        // SAFETY: plain getter on the model's vocabulary.
+        if unsafe { sys::llama_vocab_type(self.vocab()) } == sys::LLAMA_VOCAB_TYPE_NONE {
+            return Err(Error::unsupported(format!(
+                "{}: the model has no tokenizer (tokenizer.ggml.model is 'none'); it cannot turn text into tokens or back",
+                self.source
+            )));
+        }
+        Ok(())
+    }
+
     fn check_token(&self, token: i32) -> Result<()> {
         if token < 0 || token >= self.info.n_vocab {
             return Err(Error::invalid_arg(format!(
@@ -240,6 +254,7 @@ impl Model {
     /// Text → tokens. `add_special` adds BOS/EOS as the model wants;
     /// `parse_special` turns "<|im_start|>"-style text into control tokens.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>> {
+        self.require_tokenizer()?;
         let len = i32::try_from(text.len())
             .map_err(|_| Error::invalid_arg("text is longer than 2 GiB"))?;
         // A token is at least one byte, plus room for BOS/EOS.
@@ -275,6 +290,7 @@ impl Model {
 
     /// One token's bytes (may be part of a UTF-8 character).
     pub fn token_to_piece(&self, token: i32, special: bool) -> Result<Vec<u8>> {
+        self.require_tokenizer()?;
         self.check_token(token)?;
         let mut buf = vec![0u8; 64];
         self.token_to_piece_into(token, special, &mut buf).map(|n| {
@@ -321,6 +337,7 @@ impl Model {
         remove_special: bool,
         unparse_special: bool,
     ) -> Result<Vec<u8>> {
+        self.require_tokenizer()?;
         for &t in tokens {
             self.check_token(t)?;
         }
@@ -610,8 +627,13 @@ mod memfd {
         if let Some(limits) = &params.check {
             // The child reaches the anonymous file through this process's fd table.
             let theirs = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
-            crate::engine::check::check_model(&theirs, params, limits)
-                .map_err(|e| Error::new(e.kind(), e.message().replace(&*theirs.to_string_lossy(), "<memory buffer>")))?;
+            crate::engine::check::check_model(&theirs, params, limits).map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    e.message()
+                        .replace(&*theirs.to_string_lossy(), "<memory buffer>"),
+                )
+            })?;
         }
         // llama.cpp opens by path: /proc/self/fd/N reaches the anonymous file. Its
         // mmap keeps the pages alive after the descriptor is closed.

@@ -861,6 +861,13 @@ fn check_split_meta(info: &GgufInfo, path: &Path, k: u32, n: u32) -> Result<()> 
         }
     }
     if let Some(v) = info.get("split.no") {
+        // llama.cpp reads it with gguf_get_val_u16, which asserts on any other type.
+        if !matches!(v, Value::U16(_)) {
+            return Err(bad(
+                &path.display().to_string(),
+                format_args!("split.no is a {}; expected u16", v.type_name()),
+            ));
+        }
         if v.as_u64() != Some(u64::from(k - 1)) {
             return Err(bad(
                 &path.display().to_string(),
@@ -917,6 +924,9 @@ pub fn open_model(path: &Path) -> Result<GgufInfo> {
             ))
         })?;
         check_split_meta(&shard, &p, i, n)?;
+        // The merged info keeps only the first shard's data offset: each shard's
+        // tensor alignment is judged against its own.
+        semantic::check_alignment(&shard, &p.display().to_string())?;
         for t in shard.tensors {
             if !names.insert(t.name.clone()) {
                 return Err(bad(
