@@ -21,6 +21,5 @@ fn main() {
         .file("src/engine/shim.cpp")
         .warnings(true)
         .extra_warnings(true)
-        .flag_if_supported("-Werror")
         .compile("tabagent_shim");
 }

@@ -46,6 +46,8 @@ thread_local! {
     /// lines: the specific reason, then "failed to load model"); read back into
     /// error messages.
     static BACKEND_ERRORS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// Whether the last error line was captured (fragments follow their line).
+    static LAST_KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// ggml sends continuation fragments with level CONT: they inherit the level of
     /// the line they continue.
     static LAST_LEVEL: std::cell::Cell<LogLevel> = const { std::cell::Cell::new(LogLevel::Info) };
@@ -101,27 +103,32 @@ pub fn take_backend_errors() -> Option<String> {
 }
 
 fn capture_error_line(text: &str, continuation: bool) {
+    let line = text.trim();
+    if line.is_empty() {
+        return;
+    }
     BACKEND_ERRORS.with(|e| {
         let mut lines = e.borrow_mut();
-        // ggml sends one line in fragments (level CONT): glue them back together.
-        let glue = continuation && !lines.is_empty();
-        let line = text.trim();
-        if line.is_empty() {
+        // ggml sends one line in fragments (level CONT): glue them back together,
+        // but only onto a line that was kept (not one dropped by the cap).
+        if continuation {
+            if LAST_KEPT.with(|k| k.get()) {
+                if let Some(last) = lines.last_mut() {
+                    last.push(' ');
+                    last.push_str(line);
+                    truncate_at_char(last, MAX_CAPTURED_LINE);
+                }
+            }
             return;
         }
-        if glue {
-            let last = lines.last_mut().expect("non-empty");
-            if last.len() < MAX_CAPTURED_LINE {
-                last.push(' ');
-                last.push_str(line);
-                truncate_at_char(last, MAX_CAPTURED_LINE);
-            }
-        } else if lines.len() < MAX_CAPTURED_LINES && lines.last().map(String::as_str) != Some(line)
-        {
+        let keep =
+            lines.len() < MAX_CAPTURED_LINES && lines.last().map(String::as_str) != Some(line);
+        if keep {
             let mut l = line.to_owned();
             truncate_at_char(&mut l, MAX_CAPTURED_LINE);
             lines.push(l);
         }
+        LAST_KEPT.with(|k| k.set(keep));
     });
 }
 

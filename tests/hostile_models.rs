@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tabagent::engine::check::{check_model, CheckLimits};
 use tabagent::engine::ModelParams;
@@ -246,8 +245,17 @@ fn structure_cases(out: &mut Vec<Case>) {
             &3u64.to_le_bytes(),
         ));
     }
-    // Alignment below what ggml's CPU buffer needs (32), and odd values.
-    for a in [1u32, 2, 4, 8, 16, 0, 3, 48, u32::MAX] {
+    // Alignment below what ggml's CPU buffer needs (32): read instead of mapped,
+    // so these load; odd values are refused.
+    for a in [1u32, 2, 4, 8, 16] {
+        out.push(case(
+            "structure",
+            format!("alignment-{a}"),
+            Expect::Loads,
+            &t.clone().alignment(a),
+        ));
+    }
+    for a in [0u32, 3, 48, u32::MAX] {
         out.push(case(
             "structure",
             format!("alignment-{a}"),
@@ -981,67 +989,40 @@ enum Outcome {
     Crashed(String),
 }
 
+/// The in-process path, in a child: the library's own probe runner (the one
+/// `check_model` uses), so this test and the check read children the same way.
 fn run_probe(path: &Path) -> Outcome {
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
-    let mut cmd = Command::new(PROBE);
-    cmd.arg(path)
-        .env("GGML_NO_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: only setrlimit between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let r = libc::rlimit {
-                rlim_cur: MEMORY_LIMIT,
-                rlim_max: MEMORY_LIMIT,
-            };
-            libc::setrlimit(libc::RLIMIT_AS, &r);
-            let z = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &z);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn the probe");
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
+    use tabagent::engine::check::{parse_verdict, run_probe, ProbeEnd};
+    let run = run_probe(
+        Path::new(PROBE),
+        path,
+        &ModelParams::default(),
+        TIMEOUT,
+        MEMORY_LIMIT,
+    )
+    .expect("spawn the probe");
+    let tail: String = run
+        .stderr
+        .lines()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    match run.end {
+        ProbeEnd::TimedOut => return Outcome::Crashed(format!("hung for {TIMEOUT:?}; {tail}")),
+        ProbeEnd::Signal(sig) => return Outcome::Crashed(format!("signal {sig}; {tail}")),
+        ProbeEnd::Exited(code) if code != Some(0) => {
+            return Outcome::Crashed(format!("exit {code:?}; {tail}"))
         }
-        if t0.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
-    let Some(status) = status else {
-        return Outcome::Crashed(format!("hung for {TIMEOUT:?}; {tail}"));
-    };
-    if let Some(sig) = status.signal() {
-        return Outcome::Crashed(format!("signal {sig}; {tail}"));
+        ProbeEnd::Exited(_) => {}
     }
-    if stderr.contains("Sanitizer") || stderr.contains("panicked") {
+    if run.stderr.contains("Sanitizer") || run.stderr.contains("panicked") {
         return Outcome::Crashed(format!("sanitizer/panic report: {tail}"));
     }
-    let Some(line) = stdout.lines().rev().find(|l| l.starts_with('{')) else {
-        return Outcome::Crashed(format!("no verdict, exit {status}; {tail}"));
-    };
-    let v: serde_json::Value = serde_json::from_str(line).expect("verdict is JSON");
-    if v["ok"].as_bool() == Some(true) {
-        Outcome::Loaded
-    } else {
-        Outcome::Clean(
-            v["code"].as_i64().unwrap_or(-1),
-            v["message"].as_str().unwrap_or("").to_owned(),
-        )
+    match parse_verdict(&run.stdout) {
+        None => Outcome::Crashed(format!("no verdict; {tail}")),
+        Some(Ok(())) => Outcome::Loaded,
+        Some(Err(e)) => Outcome::Clean(i64::from(e.kind().code()), e.message().to_owned()),
     }
 }
 
@@ -1245,5 +1226,92 @@ fn exceptions_thrown_by_llama_cpp_end_in_bad_model() {
         m.tokenize("a, b!", true, true).unwrap_err().kind(),
         tabagent::ErrorKind::BadModel
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Tensor data the CPU backend cannot map (general.alignment 8) is read instead of
+/// mapped, from a file and from a memory buffer; and the out-of-process check runs
+/// on a memory buffer too (the child reads the host's memfd).
+#[test]
+fn unmappable_and_in_memory_models() {
+    use tabagent::engine::{Context, ContextParams, GenParams, Model};
+    let gp = GenParams {
+        temperature: 0.0,
+        max_tokens: 2,
+        ..Default::default()
+    };
+    let cp = ContextParams {
+        n_ctx: 128,
+        ..Default::default()
+    };
+    let bytes = testgen::tiny_llama().alignment(8).build();
+    let info = tabagent::gguf::GgufInfo::parse(&bytes, "a8").unwrap();
+    assert!(info
+        .unmappable
+        .as_deref()
+        .unwrap()
+        .contains("not a multiple of 32"));
+    let m = Model::load_from_buffer(&bytes, &ModelParams::default(), None).unwrap();
+    let mut ctx = Context::new(std::sync::Arc::new(m), &cp).unwrap();
+    assert_eq!(
+        ctx.generate("Hello", &gp, &mut |_| true)
+            .unwrap()
+            .n_generated,
+        2
+    );
+
+    let checked = ModelParams {
+        check: Some(CheckLimits {
+            probe: Some(PathBuf::from(PROBE)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let good = testgen::tiny_llama().build();
+    Model::load_from_buffer(&good, &checked, None).expect("the check passes a valid model");
+    // A tensor type that would crash llama_decode, past the in-process validator
+    // only in the child: here the validator refuses it first, naming the buffer.
+    let bad = retype(&testgen::tiny_llama(), "blk.0.attn_q.weight", 26).build();
+    let e = Model::load_from_buffer(&bad, &checked, None).unwrap_err();
+    assert_eq!(e.kind(), tabagent::ErrorKind::BadModel);
+    assert!(e.message().contains("<memory buffer>"), "{}", e.message());
+}
+
+/// A child that dies is reported with its signal and last words, and the caller
+/// lives: a stand-in probe that aborts plays the crashing llama.cpp.
+#[test]
+fn a_crashing_child_is_a_bad_model_status() {
+    let dir = std::env::temp_dir().join(format!("tabagent-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny.gguf");
+    std::fs::write(&model, testgen::tiny_llama().build()).unwrap();
+    let fake = dir.join("fake-probe");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'GGML_ASSERT(x) failed' >&2\nkill -ABRT $$\n",
+    )
+    .unwrap();
+    let hang = dir.join("hang-probe");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    for p in [&fake, &hang] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let limits = |probe: &Path, timeout_ms| CheckLimits {
+        probe: Some(probe.to_path_buf()),
+        timeout_ms,
+        memory_bytes: 0,
+    };
+    let e = check_model(&model, &ModelParams::default(), &limits(&fake, 0)).unwrap_err();
+    assert_eq!(e.kind(), tabagent::ErrorKind::BadModel);
+    let m = e.message();
+    assert!(
+        m.contains("SIGABRT") && m.contains("GGML_ASSERT") && m.contains("tiny.gguf"),
+        "{m}"
+    );
+    let t0 = Instant::now();
+    let e = check_model(&model, &ModelParams::default(), &limits(&hang, 300)).unwrap_err();
+    assert!(e.message().contains("did not finish"), "{}", e.message());
+    assert!(t0.elapsed() < Duration::from_secs(10));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -277,21 +277,16 @@ impl Context {
         crate::log::clear_backend_errors();
         let mut ptr = std::ptr::null_mut();
         // SAFETY: the model pointer is valid while `model` (kept in the context) lives.
-        shim::guard(
-            ErrorKind::Backend,
-            "could not create a context",
-            |e, el| unsafe { shim::tas_init_from_model(model.raw(), cp, &mut ptr, e, el) },
-        )?;
+        let what = format!("{}: could not create a context", model.source());
+        shim::guard(ErrorKind::Backend, &what, |e, el| unsafe {
+            shim::tas_init_from_model(model.raw(), cp, &mut ptr, e, el)
+        })?;
         let ptr = NonNull::new(ptr).ok_or_else(|| {
-            let why = crate::log::take_backend_errors()
-                .unwrap_or_else(|| "llama.cpp refused the parameters".into());
-            // llama.cpp reports a buffer it could not allocate only in its log.
-            let kind = if why.contains("failed to allocate") {
-                ErrorKind::OutOfMemory
-            } else {
-                ErrorKind::Backend
-            };
-            Error::new(kind, format!("could not create a context: {why}"))
+            shim::backend_failure(
+                ErrorKind::Backend,
+                &what,
+                "llama.cpp refused the parameters",
+            )
         })?;
         // SAFETY: valid context.
         let n_ctx = unsafe { sys::llama_n_ctx(ptr.as_ptr()) };
@@ -413,9 +408,14 @@ impl Context {
         let mem = unsafe { sys::llama_get_memory(self.ptr.as_ptr()) };
         let mut removed = false;
         // SAFETY: removing [lcp, end) of sequence 0 of a valid context's memory.
-        shim::guard(ErrorKind::Backend, "llama_memory_seq_rm", |e, el| unsafe {
+        let caught = shim::guard(ErrorKind::Backend, self.model.source(), |e, el| unsafe {
             shim::tas_memory_seq_rm(mem, 0, lcp as i32, -1, &mut removed, e, el)
-        })?;
+        });
+        if let Err(e) = caught {
+            // What the cache holds after an exception is unknown: forget it all.
+            self.reset();
+            return Err(e);
+        }
         if !removed {
             // SAFETY: clearing memory is always allowed.
             unsafe { sys::llama_memory_clear(mem, true) };
@@ -432,9 +432,9 @@ impl Context {
     fn decode(&mut self, chunk: &[i32]) -> Result<()> {
         let mut buf = chunk.to_vec();
         let mut rc = 0;
-        crate::log::clear_backend_errors();
         // SAFETY: batch_get_one borrows `buf` for the decode call only.
-        let caught = shim::guard(ErrorKind::Backend, "llama_decode", |e, el| unsafe {
+        let what = format!("{}: decode failed", self.model.source());
+        let caught = shim::guard(ErrorKind::Backend, &what, |e, el| unsafe {
             let batch = sys::llama_batch_get_one(buf.as_mut_ptr(), buf.len() as i32);
             shim::tas_decode(self.ptr.as_ptr(), batch, &mut rc, e, el)
         });
@@ -508,7 +508,7 @@ impl Context {
             }
             let mut tok = 0;
             // SAFETY: the last decode produced logits for its last token (-1).
-            shim::guard(ErrorKind::Backend, "sampling", |e, el| unsafe {
+            shim::guard(ErrorKind::Backend, self.model.source(), |e, el| unsafe {
                 shim::tas_sampler_sample(sampler.raw(), self.ptr.as_ptr(), -1, &mut tok, e, el)
             })?;
             if self.model.is_eog(tok) {
@@ -569,16 +569,16 @@ impl Context {
                     self.n_ctx
                 ),
             ),
-            _ => {
-                let why = crate::log::take_backend_errors()
-                    .unwrap_or_else(|| format!("llama_decode returned {rc}"));
-                let kind = if rc == -2 || why.contains("failed to allocate") {
-                    ErrorKind::OutOfMemory
-                } else {
-                    ErrorKind::Backend
-                };
-                Error::new(kind, format!("decode failed: {why}"))
-            }
+            -2 => shim::backend_failure(
+                ErrorKind::OutOfMemory,
+                &format!("{}: decode failed", self.model.source()),
+                "llama.cpp could not allocate the batch",
+            ),
+            _ => shim::backend_failure(
+                ErrorKind::Backend,
+                &format!("{}: decode failed", self.model.source()),
+                &format!("llama_decode returned {rc}"),
+            ),
         }
     }
 
@@ -594,9 +594,22 @@ impl Context {
 /// Refuse a context whose KV cache and compute buffers cannot fit the memory this
 /// process may use (cgroup limits included), before llama.cpp tries to allocate
 /// them: a failed allocation deep inside it is slow at best and an abort at worst.
+/// Only where the estimate is an upper bound that holds: host memory (a build
+/// without GPU offload) and plain attention; sliding-window and recurrent layers
+/// need far less than the estimate says.
 fn check_memory(model: &Model, p: &ContextParams) -> Result<()> {
     use crate::hardware::fit;
-    let Ok(shape) = fit::ModelShape::from_gguf(model.gguf()) else {
+    let g = model.gguf();
+    let partial_kv = g.kv.iter().any(|(k, _)| {
+        k.ends_with(".attention.sliding_window")
+            || k.contains(".ssm.")
+            || k.contains(".wkv.")
+            || k.contains(".shortconv.")
+    });
+    if super::supports_gpu_offload() || partial_kv {
+        return Ok(());
+    }
+    let Ok(shape) = fit::ModelShape::from_gguf(g) else {
         return Ok(());
     };
     let fp = fit::FitParams {

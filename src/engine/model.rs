@@ -146,7 +146,7 @@ impl Model {
         let shown = path.display().to_string();
         crate::gguf::semantic::check(&gguf, &shown, params.vocab_only)?;
         if let Some(limits) = &params.check {
-            super::check::check_model(path, params, limits)?;
+            super::check::check_validated(path, &shown, gguf.file_size, params, limits)?;
         }
         load_inner(path, gguf, shown, params, progress)
     }
@@ -468,7 +468,19 @@ fn load_inner(
     // SAFETY: plain struct returned by value.
     let mut mp = unsafe { sys::llama_model_default_params() };
     mp.n_gpu_layers = params.n_gpu_layers;
-    mp.load_mode = match (params.use_mmap, params.use_mlock) {
+    // Misaligned tensor data would trip ggml's alignment assert when mapped; read
+    // into (aligned) buffers instead, which llama.cpp handles.
+    let use_mmap = match &gguf.unmappable {
+        Some(why) if params.use_mmap && !params.vocab_only => {
+            crate::log::log(
+                crate::log::LogLevel::Warn,
+                &format!("{why}; reading the file into memory instead of mapping it"),
+            );
+            false
+        }
+        _ => params.use_mmap,
+    };
+    mp.load_mode = match (use_mmap, params.use_mlock) {
         (true, false) => sys::LLAMA_LOAD_MODE_MMAP,
         (true, true) => sys::LLAMA_LOAD_MODE_MMAP_MLOCK,
         (false, true) => sys::LLAMA_LOAD_MODE_MLOCK,
@@ -488,21 +500,20 @@ fn load_inner(
     crate::log::clear_backend_errors();
     let mut ptr = std::ptr::null_mut();
     // SAFETY: cpath is NUL-terminated; mp's callback data outlives the call.
-    let caught = shim::guard(ErrorKind::BadModel, &shown, |e, el| unsafe {
+    shim::guard(ErrorKind::BadModel, &shown, |e, el| unsafe {
         shim::tas_model_load(cpath.as_ptr(), mp, &mut ptr, e, el)
-    });
-    if let Err(e) = caught {
-        return Err(with_backend_lines(e));
-    }
+    })?;
     let Some(ptr) = NonNull::new(ptr) else {
         if state.stopped {
             return Err(Error::cancelled(format!(
                 "{shown}: loading cancelled by the progress callback"
             )));
         }
-        let why = crate::log::take_backend_errors()
-            .unwrap_or_else(|| "llama.cpp could not load it".into());
-        return Err(Error::bad_model(format!("{shown}: {why}")));
+        return Err(shim::backend_failure(
+            ErrorKind::BadModel,
+            &shown,
+            "llama.cpp could not load it",
+        ));
     };
     // SAFETY: a loaded model always has a vocabulary.
     let vocab =
@@ -522,17 +533,6 @@ fn load_inner(
         info,
         source: shown,
     })
-}
-
-/// Add what llama.cpp logged during the failed call to an error's message.
-fn with_backend_lines(e: Error) -> Error {
-    match crate::log::take_backend_errors() {
-        Some(lines) => Error::new(
-            e.kind(),
-            format!("{}; llama.cpp logged: {lines}", e.message()),
-        ),
-        None => e,
-    }
 }
 
 fn path_cstring(path: &Path) -> Result<CString> {
@@ -625,15 +625,7 @@ mod memfd {
         file.write_all(bytes)
             .map_err(|e| Error::io("write", "<memory buffer> (memfd)", e))?;
         if let Some(limits) = &params.check {
-            // The child reaches the anonymous file through this process's fd table.
-            let theirs = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
-            crate::engine::check::check_model(&theirs, params, limits).map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    e.message()
-                        .replace(&*theirs.to_string_lossy(), "<memory buffer>"),
-                )
-            })?;
+            check_buffer_in_child(fd, gguf.file_size, params, limits)?;
         }
         // llama.cpp opens by path: /proc/self/fd/N reaches the anonymous file. Its
         // mmap keeps the pages alive after the descriptor is closed.
@@ -642,6 +634,31 @@ mod memfd {
         m.source = "<memory buffer>".into();
         drop(file);
         Ok(m)
+    }
+
+    /// The out-of-process check of an in-memory model: the child inherits a
+    /// duplicate of the memfd (without close-on-exec) and reads it as its own
+    /// /proc/self/fd/N, which also works for hosts that are not dumpable.
+    fn check_buffer_in_child(
+        fd: i32,
+        size: u64,
+        params: &ModelParams,
+        limits: &crate::engine::check::CheckLimits,
+    ) -> Result<()> {
+        // SAFETY: duplicating a descriptor this function's caller owns.
+        let dup = unsafe { libc::dup(fd) };
+        if dup < 0 {
+            return Err(Error::io(
+                "dup",
+                "<memory buffer>",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `dup` is a fresh descriptor owned (and closed) by this value.
+        let _owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
+        let theirs = PathBuf::from(format!("/proc/self/fd/{dup}"));
+        crate::engine::check::check_validated(&theirs, "<memory buffer>", size, params, limits)
+            .map(|_| ())
     }
 }
 

@@ -111,13 +111,15 @@ const ERR_LEN: usize = 1024;
 
 /// Run one shim call. `call` receives the message buffer and its capacity and
 /// returns the shim's status. A caught exception becomes an error of `kind`
-/// (`OutOfMemory` for `std::bad_alloc`) whose message is `what` and the text.
+/// (`OutOfMemory` for `std::bad_alloc`) whose message is `what`, the text and
+/// whatever llama.cpp logged during the call.
 pub(crate) fn guard(
     kind: ErrorKind,
     what: &str,
     call: impl FnOnce(*mut c_char, usize) -> c_int,
 ) -> Result<()> {
     let mut err = [0 as c_char; ERR_LEN];
+    crate::log::clear_backend_errors();
     let rc = call(err.as_mut_ptr(), ERR_LEN);
     if rc == 0 {
         return Ok(());
@@ -129,10 +131,27 @@ pub(crate) fn guard(
     } else {
         kind
     };
+    let logged = crate::log::take_backend_errors()
+        .map(|l| format!("; llama.cpp logged: {l}"))
+        .unwrap_or_default();
     Err(Error::new(
         kind,
-        format!("{what}: llama.cpp threw a C++ exception: {text}"),
+        format!("{what}: llama.cpp threw a C++ exception: {text}{logged}"),
     ))
+}
+
+/// A llama.cpp call that failed without throwing: `what`, then every error line it
+/// logged (or `fallback`). `OutOfMemory` when llama.cpp says an allocation failed
+/// (it reports that only in its log), else `kind`.
+pub(crate) fn backend_failure(kind: ErrorKind, what: &str, fallback: &str) -> Error {
+    let why = crate::log::take_backend_errors().unwrap_or_else(|| fallback.to_owned());
+    let oom = ["failed to allocate", "unable to allocate"]
+        .iter()
+        .any(|p| why.contains(p));
+    Error::new(
+        if oom { ErrorKind::OutOfMemory } else { kind },
+        format!("{what}: {why}"),
+    )
 }
 
 /// Throw inside the shim and return what [`guard`] makes of it (tests only):

@@ -203,8 +203,12 @@ pub extern "C" fn ta_model_default_params() -> ta_model_params {
 ///
 /// Returns `TA_OK` when the child loaded the file and decoded;
 /// `TA_ERR_BAD_MODEL` when the file is refused, or the child crashed (the message
-/// names the signal and the child's last log lines), hung or ran out of memory;
-/// `TA_ERR_NOT_FOUND` when the file or the probe executable is missing. Does not
+/// names the signal and the child's last log lines) or hung;
+/// `TA_ERR_OUT_OF_MEMORY` when the child could not get the memory it needed under
+/// the limit; `TA_ERR_NOT_FOUND` when the file or the probe executable is missing;
+/// `TA_ERR_UNSUPPORTED` on systems other than Unix. Every message names the file.
+/// `params.n_gpu_layers` is passed to the child, so GPU backends are checked too.
+/// Blocks until the child ends (the progress callback is not called). Does not
 /// take ownership of its arguments. On success `*out_report` (optional, may be NULL)
 /// receives the child's time and peak memory.
 ///

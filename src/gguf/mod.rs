@@ -241,7 +241,17 @@ pub struct GgufInfo {
     pub file_size: u64,
     pub kv: Vec<(String, Value)>,
     pub tensors: Vec<TensorInfo>,
+    /// Why the tensor data cannot be memory-mapped, when it cannot: a tensor whose
+    /// file offset is not a multiple of [`MAP_ALIGNMENT`] (for split models, the
+    /// first such tensor of any shard). The loader then reads the file instead.
+    pub unmappable: Option<String>,
 }
+
+/// ggml-impl.h `TENSOR_ALIGNMENT`: with mmap, llama.cpp wraps the mapped file in
+/// `ggml_backend_cpu_buffer_from_ptr`, which asserts `ptr % TENSOR_ALIGNMENT == 0`.
+/// The mapping is page-aligned, so a tensor's absolute file offset is what counts;
+/// a `general.alignment` of 1..16 lets tensors land elsewhere.
+pub const MAP_ALIGNMENT: u64 = 32;
 
 /// (id, name, block size in elements, bytes per block), from ggml.c `type_traits`
 /// and the block structs of ggml-common.h. Ids 4, 5, 31-33 and 36-38 were removed.
@@ -721,6 +731,16 @@ impl GgufInfo {
                 .ok_or_else(|| r.err(format_args!("tensor '{name}' size overflows")))?;
         }
 
+        let unmappable = tensors
+            .iter()
+            .find(|t| (u128::from(data_offset) + u128::from(t.offset)) % u128::from(MAP_ALIGNMENT) != 0)
+            .map(|t| {
+                format!(
+                    "{name}: tensor '{}' data starts at file offset {}, not a multiple of {MAP_ALIGNMENT} (general.alignment is {alignment})",
+                    t.name,
+                    u128::from(data_offset) + u128::from(t.offset)
+                )
+            });
         Ok(GgufInfo {
             version,
             alignment,
@@ -728,6 +748,7 @@ impl GgufInfo {
             file_size,
             kv,
             tensors,
+            unmappable,
         })
     }
 
@@ -924,9 +945,9 @@ pub fn open_model(path: &Path) -> Result<GgufInfo> {
             ))
         })?;
         check_split_meta(&shard, &p, i, n)?;
-        // The merged info keeps only the first shard's data offset: each shard's
-        // tensor alignment is judged against its own.
-        semantic::check_alignment(&shard, &p.display().to_string())?;
+        if info.unmappable.is_none() {
+            info.unmappable = shard.unmappable.clone();
+        }
         for t in shard.tensors {
             if !names.insert(t.name.clone()) {
                 return Err(bad(

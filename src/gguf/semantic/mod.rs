@@ -7,7 +7,8 @@
 //! Layout: `hparams` mirrors `llama_model_base::load_hparams`, `vocab` mirrors
 //! `llama_vocab::impl::load`, `tensors` mirrors `load_tensors` and ggml-cpu's kernel
 //! coverage; this file holds the driver, the typed key access shared by all three
-//! (llama-model-loader.cpp `GGUFMeta::GKV::get_kv`) and the general/alignment rules.
+//! (llama-model-loader.cpp `GGUFMeta::GKV::get_kv`) and the general rules. (Tensor data the CPU
+//! backend cannot map is not refused: `GgufInfo::unmappable` makes the loader read it.)
 
 use super::{bad, GgufInfo, Value};
 use crate::error::{Error, Result};
@@ -16,10 +17,6 @@ use std::fmt;
 mod hparams;
 mod tensors;
 mod vocab;
-
-/// ggml-impl.h `TENSOR_ALIGNMENT`: `ggml_backend_cpu_buffer_from_ptr` asserts every
-/// mapped buffer pointer is a multiple of it.
-pub(crate) const CPU_TENSOR_ALIGNMENT: u64 = 32;
 
 /// What llama.cpp would assert on, checked before it sees the file.
 ///
@@ -38,40 +35,6 @@ pub fn check(info: &GgufInfo, name: &str, vocab_only: bool) -> Result<()> {
     let n_vocab = vocab::check(&cx)?;
     if let Some(hp) = hp {
         tensors::check(&cx, &hp, n_vocab)?;
-        check_alignment(info, name)?;
-    }
-    Ok(())
-}
-
-/// Tensor data must sit at file offsets that are multiples of the CPU backend's
-/// alignment: with mmap, llama_model_base::load_tensors wraps the mapped file in
-/// `ggml_backend_dev_buffer_from_host_ptr` → `ggml_backend_cpu_buffer_from_ptr`,
-/// which does `GGML_ASSERT((uintptr_t)ptr % TENSOR_ALIGNMENT == 0)` (ggml-backend.cpp).
-/// The mapping is page-aligned, so the absolute file offset is what counts; a
-/// `general.alignment` of 1..16 lets tensors land elsewhere.
-///
-/// For a split model call this on each shard's own [`GgufInfo`]: a merged info
-/// carries only the first shard's `data_offset`, so [`check`] checks the first
-/// shard's tensors only (those before the offsets restart at 0).
-pub fn check_alignment(info: &GgufInfo, name: &str) -> Result<()> {
-    let mut prev_end = 0u64;
-    for t in &info.tensors {
-        if t.offset < prev_end {
-            break; // offsets restarted: the next shard's tensors
-        }
-        prev_end = t.offset.saturating_add(t.size);
-        let at = u128::from(info.data_offset) + u128::from(t.offset);
-        if at % u128::from(CPU_TENSOR_ALIGNMENT) != 0 {
-            return Err(bad(
-                name,
-                format_args!(
-                    "tensor '{}' data starts at file offset {at}, not a multiple of {CPU_TENSOR_ALIGNMENT} \
-                     (general.alignment is {}); llama.cpp's CPU backend asserts {CPU_TENSOR_ALIGNMENT}-byte \
-                     aligned tensor data when the file is memory-mapped",
-                    t.name, info.alignment
-                ),
-            ));
-        }
     }
     Ok(())
 }
@@ -420,7 +383,6 @@ pub(super) mod test_util {
 mod tests {
     use super::test_util::*;
     use super::*;
-    use crate::gguf::testgen::Builder;
 
     #[test]
     fn baseline_passes() {
@@ -544,47 +506,5 @@ mod tests {
             Value::Array(vec![Value::Bool(false), Value::Bool(true)]),
         );
         refused(&long, &["general.tensor_extra.prec_a4", "one entry per"]);
-    }
-
-    #[test]
-    fn alignment() {
-        // With alignment 8 the data section starts at a multiple of 8; find a kv
-        // padding for which it is not a multiple of 32.
-        let mut hit = false;
-        for pad in 0..8 {
-            let b = base()
-                .alignment(8)
-                .kv("general.pad", Value::Str("x".repeat(pad)));
-            let info = GgufInfo::parse(&b.build(), "m.gguf").unwrap();
-            let misaligned = info
-                .tensors
-                .iter()
-                .any(|t| !(info.data_offset + t.offset).is_multiple_of(CPU_TENSOR_ALIGNMENT));
-            if misaligned {
-                refused(&b, &["general.alignment is 8", "file offset"]);
-                // Tensors are not mapped in vocab-only mode.
-                assert!(run(&b, true).is_ok());
-                hit = true;
-            } else {
-                ok(&b);
-            }
-        }
-        assert!(hit);
-        ok(&base().alignment(64));
-    }
-
-    #[test]
-    fn alignment_split_first_shard_only() {
-        // Offsets that restart (a later shard) are not judged against this data_offset.
-        let info = GgufInfo::parse(
-            &Builder::new().tensor_f32("a", &[8], &[0.0; 8]).build(),
-            "s",
-        )
-        .unwrap();
-        let mut merged = info.clone();
-        let mut t = merged.tensors[0].clone();
-        t.name = "b".into();
-        merged.tensors.push(t);
-        assert!(check_alignment(&merged, "s").is_ok());
     }
 }
