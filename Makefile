@@ -79,11 +79,14 @@ test-examples: examples
 
 lint:
 	cargo fmt --check
+	c++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only \
+	    -I$$(ls -d target/release/build/llama-cpp-sys-2-*/out/include | head -1) src/engine/shim.cpp
 	cargo clippy --release --all-targets -- -D warnings
 
 bench: setup build model
 	./bench/run.sh
 	$(PY) bench/bench_download.py
+	$(PY) bench/bench_check.py "$(TABAGENT_TEST_MODEL)"
 
 clean:
 	cargo clean

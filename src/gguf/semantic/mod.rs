@@ -508,3 +508,70 @@ mod tests {
         refused(&long, &["general.tensor_extra.prec_a4", "one entry per"]);
     }
 }
+
+/// The hand-kept name lists must equal the vendored llama.cpp's: a newer
+/// llama-cpp-sys-2 that adds an architecture or pre-tokenizer fails this test
+/// instead of making the validator refuse the models it newly supports.
+#[cfg(test)]
+mod drift {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    fn vendored() -> PathBuf {
+        let toml = include_str!("../../../Cargo.toml");
+        let ver = toml
+            .lines()
+            .find(|l| l.starts_with("llama-cpp-sys-2"))
+            .and_then(|l| l.split("version = \"=").nth(1))
+            .and_then(|v| v.split('"').next())
+            .expect("llama-cpp-sys-2 is pinned with =VERSION in Cargo.toml");
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+        std::fs::read_dir(home.join("registry/src"))
+            .expect("cargo registry sources")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join(format!("llama-cpp-sys-2-{ver}/llama.cpp")))
+            .find(|p| p.is_dir())
+            .expect("the vendored llama.cpp sources")
+    }
+
+    fn quoted(line: &str) -> Option<&str> {
+        line.split('"').nth(1)
+    }
+
+    #[test]
+    fn architectures_match_llm_arch_names() {
+        let src = std::fs::read_to_string(vendored().join("src/llama-arch.cpp")).unwrap();
+        let body = src
+            .split("LLM_ARCH_NAMES = {")
+            .nth(1)
+            .and_then(|b| b.split("};").next())
+            .expect("LLM_ARCH_NAMES");
+        let theirs: BTreeSet<&str> = body
+            .lines()
+            .filter(|l| l.trim_start().starts_with("{ LLM_ARCH_"))
+            .filter_map(quoted)
+            .filter(|n| *n != "(unknown)")
+            .collect();
+        let ours: BTreeSet<&str> = super::ARCHITECTURES.iter().copied().collect();
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn pre_tokenizers_match_llama_vocab() {
+        let src = std::fs::read_to_string(vendored().join("src/llama-vocab.cpp")).unwrap();
+        let theirs: BTreeSet<&str> = src
+            .split("tokenizer_pre == \"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next())
+            .collect();
+        let ours: BTreeSet<&str> = super::vocab::PRE_TYPES.iter().copied().collect();
+        let missing: Vec<_> = theirs.difference(&ours).collect();
+        let extra: Vec<_> = ours.difference(&theirs).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "missing {missing:?}, extra {extra:?}"
+        );
+    }
+}

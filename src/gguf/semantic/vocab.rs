@@ -17,7 +17,7 @@ const MODELS: &[&str] = &[
 /// `tokenizer.ggml.pre` values of the BPE branch; anything else (non-empty) throws
 /// "unknown pre-tokenizer type".
 #[rustfmt::skip]
-const PRE_TYPES: &[&str] = &[
+pub(super) const PRE_TYPES: &[&str] = &[
     "default", "minicpm5", "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1",
     "pixtral", "midm-2.0", "lfm2", "jina-v5-nano", "deepseek-llm", "deepseek-coder",
     "deepseek-v3", "spark2_5", "youtu", "falcon", "mpt", "starcoder", "gpt-2", "phi-2",
