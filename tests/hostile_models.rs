@@ -7,7 +7,8 @@
 //! names the file. The out-of-process check (`check_model`) runs on every case too.
 //!
 //! `TABAGENT_CORPUS_DIR=dir` keeps the generated files there (for ASan/valgrind
-//! runs of a sample); `TABAGENT_CORPUS_ONLY=class` runs one class.
+//! runs of a sample); `TABAGENT_CORPUS_ONLY=class` runs one class;
+//! `TABAGENT_CORPUS_FLIPS=N` makes N times as many random-flip cases.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -900,6 +901,66 @@ fn tensor_cases(out: &mut Vec<Case>) {
     ));
 }
 
+/// Type confusion and extreme values: every key of the tiny model, and optional
+/// keys llama.cpp reads, set to each of a set of hostile values. Some are
+/// harmless; none may crash.
+fn key_cases(out: &mut Vec<Case>) {
+    let t = testgen::tiny_llama();
+    let hostile = || {
+        vec![
+            ("u8-0", Value::U8(0)),
+            ("i8-neg", Value::I8(-1)),
+            ("u16-max", Value::U16(u16::MAX)),
+            ("u32-0", Value::U32(0)),
+            ("u32-max", Value::U32(u32::MAX)),
+            ("i32-neg", Value::I32(i32::MIN)),
+            ("u64-max", Value::U64(u64::MAX)),
+            ("f32-nan", Value::F32(f32::NAN)),
+            ("f32-neg-inf", Value::F32(f32::NEG_INFINITY)),
+            ("f64", Value::F64(1e300)),
+            ("bool", Value::Bool(true)),
+            ("str", Value::Str("\u{0}x".into())),
+            ("empty-array", Value::Array(vec![])),
+            ("u32-array", Value::Array(vec![Value::U32(u32::MAX); 3])),
+        ]
+    };
+    let mut keys: Vec<String> = vec![
+        "llama.attention.key_length",
+        "llama.attention.value_length",
+        "llama.expert_count",
+        "llama.expert_used_count",
+        "llama.rope.scaling.factor",
+        "llama.rope.scaling.original_context_length",
+        "llama.attention.sliding_window",
+        "llama.rope.dimension_sections",
+        "llama.pooling_type",
+        "llama.attention.causal",
+        "llama.logit_scale",
+        "tokenizer.ggml.add_space_prefix",
+        "tokenizer.ggml.remove_extra_whitespaces",
+        "tokenizer.ggml.padding_token_id",
+        "tokenizer.ggml.scores",
+        "general.alignment",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if let Some((bytes, _)) = Some(t.build_with_layout()) {
+        let info = tabagent::gguf::GgufInfo::parse(&bytes, "t").unwrap();
+        keys.extend(info.kv.iter().map(|(k, _)| k.clone()));
+    }
+    for key in keys {
+        for (label, v) in hostile() {
+            out.push(case(
+                "keys",
+                format!("{key}-{label}"),
+                Expect::Survives,
+                &t.clone().set(&key, v),
+            ));
+        }
+    }
+}
+
 /// Random damage to the header and metadata (where a flip changes meaning, not
 /// just weights), of the tiny model and of the tiny model carrying the real
 /// model's 49k-token vocabulary.
@@ -942,7 +1003,12 @@ fn flip_cases(out: &mut Vec<Case>, real: Option<&tabagent::gguf::GgufInfo>) {
     for (label, base) in bases {
         let (bytes, layout) = base.build_with_layout();
         let meta = layout.data_offset;
-        let count = if label == "tiny" { 100 } else { 40 };
+        // TABAGENT_CORPUS_FLIPS=N multiplies the flip cases for a longer fuzz run.
+        let scale: usize = std::env::var("TABAGENT_CORPUS_FLIPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let count = scale * if label == "tiny" { 100 } else { 40 };
         for i in 0..count {
             let mut b = bytes.clone();
             let flips = 1 + (next() % 3) as usize;
@@ -1075,6 +1141,7 @@ fn hostile_corpus_never_takes_the_process_down() {
     hparam_cases(&mut cases);
     vocab_cases(&mut cases);
     tensor_cases(&mut cases);
+    key_cases(&mut cases);
     flip_cases(&mut cases, real.as_ref());
     if let Ok(only) = std::env::var("TABAGENT_CORPUS_ONLY") {
         cases.retain(|c| c.class == only);
@@ -1313,5 +1380,41 @@ fn a_crashing_child_is_a_bad_model_status() {
     let e = check_model(&model, &ModelParams::default(), &limits(&hang, 300)).unwrap_err();
     assert!(e.message().contains("did not finish"), "{}", e.message());
     assert!(t0.elapsed() < Duration::from_secs(10));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// When llama.cpp itself refuses a file, the message carries every error line it
+/// logged during the call, in order: the specific reason, not only "failed to
+/// load model". (The validator is bypassed so llama.cpp is the one refusing.)
+#[test]
+fn llama_cpp_refusals_carry_the_specific_reason() {
+    let dir = std::env::temp_dir().join(format!("tabagent-reason-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let params = ModelParams::default();
+    let cases = [
+        (
+            "missing.gguf",
+            testgen::tiny_llama().without_tensor("blk.0.attn_q.weight"),
+            "blk.0.attn_q.weight",
+        ),
+        (
+            "arch.gguf",
+            testgen::tiny_llama().set("general.architecture", Value::Str("foo".into())),
+            "unknown model architecture: 'foo'",
+        ),
+    ];
+    for (name, b, reason) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, b.build()).unwrap();
+        let e = tabagent::engine::Model::load_without_semantic_checks(&path, &params).unwrap_err();
+        let m = e.message();
+        assert_eq!(e.kind(), tabagent::ErrorKind::BadModel, "{m}");
+        let at_reason = m
+            .find(reason)
+            .unwrap_or_else(|| panic!("{reason:?} not in {m}"));
+        let at_generic = m.find("failed to load model").expect(m);
+        assert!(at_reason < at_generic, "{m}");
+        assert!(m.contains(&path.display().to_string()), "{m}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
