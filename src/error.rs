@@ -85,7 +85,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::ContextFull => "context window is full",
             ErrorKind::Busy => "busy: in use by another caller",
-            ErrorKind::Unsupported => "unsupported on this platform or build",
+            ErrorKind::Unsupported => "not supported by this model, platform or build",
             ErrorKind::OutOfMemory => "out of memory",
             ErrorKind::Panic => "internal panic caught at the library boundary",
             ErrorKind::BufferTooSmall => "buffer too small",

@@ -321,3 +321,58 @@ fn progress_callback_can_cancel_the_load() {
     assert_eq!(e.kind(), ErrorKind::Cancelled);
     assert!(seen >= 1);
 }
+
+fn tiny(b: tabagent::gguf::testgen::Builder) -> Context {
+    let m = Model::load_from_buffer(&b.build(), &ModelParams::default(), None).unwrap();
+    let cp = ContextParams {
+        n_ctx: 128,
+        ..Default::default()
+    };
+    Context::new(Arc::new(m), &cp).unwrap()
+}
+
+/// BOS is added when the model asks for it, and a prompt (or a template's output)
+/// that already starts with the BOS text does not get a second one.
+#[test]
+fn bos_is_never_doubled() {
+    use tabagent::gguf::{testgen, Value};
+    let mut c = tiny(testgen::tiny_llama().set("tokenizer.ggml.add_bos_token", Value::Bool(true)));
+    let bos = c.model().info().bos;
+    assert!(bos >= 0);
+    for prompt in ["Hello", "<|endoftext|>Hello"] {
+        c.reset();
+        c.generate(prompt, &greedy(1), &mut |_| true).unwrap();
+        let t = c.cached_tokens();
+        assert_eq!(t[0], bos, "{prompt}");
+        assert_ne!(t[1], bos, "{prompt}: BOS doubled");
+    }
+    let toks = c.model().tokenize_prompt("<|endoftext|>Hi").unwrap();
+    assert_eq!(toks.iter().filter(|&&t| t == bos).count(), 1);
+}
+
+/// Chat on a model without a template: a clear UNSUPPORTED that says what to do,
+/// and a template named for the call (built-in or text) works.
+#[test]
+fn chat_with_a_template_named_for_the_call() {
+    use tabagent::gguf::testgen;
+    let mut c = tiny(testgen::tiny_llama().without("tokenizer.chat_template"));
+    let msgs = [ChatMessage::new("user", "Hi")];
+    let e = c.chat(&msgs, &greedy(2), &mut |_| true).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(
+        e.message().contains("name one for the call"),
+        "{}",
+        e.message()
+    );
+    for t in [
+        "chatml",
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n",
+    ] {
+        let p = GenParams {
+            chat_template: Some(t.into()),
+            ..greedy(2)
+        };
+        let r = c.chat(&msgs, &p, &mut |_| true).unwrap();
+        assert_eq!(r.n_generated, 2, "{t}");
+    }
+}

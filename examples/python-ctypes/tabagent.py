@@ -175,6 +175,7 @@ class _GenParams(Structure):
         ("stop", POINTER(c_char_p)),
         ("n_stop", c_size_t),
         ("grammar", c_char_p),
+        ("chat_template", c_char_p),
     ]
 
 
@@ -571,7 +572,7 @@ class GenResult:
 
 
 _GEN_KEYS = {"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
-             "penalty_last_n", "seed", "max_tokens", "stop", "grammar"}
+             "penalty_last_n", "seed", "max_tokens", "stop", "grammar", "chat_template"}
 
 
 def _gen_params(kw):
@@ -590,10 +591,10 @@ def _gen_params(kw):
             arr = (c_char_p * len(enc))(*enc)
             keep.append(arr)
             p.stop, p.n_stop = ctypes.cast(arr, POINTER(c_char_p)), len(enc)
-        elif k == "grammar":
+        elif k in ("grammar", "chat_template"):
             g = v.encode()
             keep.append(g)
-            p.grammar = g
+            setattr(p, k, g)
         else:
             setattr(p, k, v)
     return p, keep

@@ -60,7 +60,7 @@ impl Default for ContextParams {
 /// Sampling and stopping for one call.
 #[derive(Debug, Clone)]
 pub struct GenParams {
-    /// 0 (or below) = greedy.
+    /// 0 = greedy; must not be negative.
     pub temperature: f32,
     /// 0 = off.
     pub top_k: i32,
@@ -82,6 +82,8 @@ pub struct GenParams {
     pub stop: Vec<String>,
     /// Optional GBNF grammar with a `root` rule.
     pub grammar: Option<String>,
+    /// Chat only: a built-in template name or template text; None = the model's.
+    pub chat_template: Option<String>,
 }
 
 impl Default for GenParams {
@@ -99,6 +101,7 @@ impl Default for GenParams {
             max_tokens: 256,
             stop: Vec::new(),
             grammar: None,
+            chat_template: None,
         }
     }
 }
@@ -106,10 +109,15 @@ impl Default for GenParams {
 impl GenParams {
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid_arg(m));
-        if !self.temperature.is_finite() {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad(format!(
-                "temperature must be finite, got {}",
+                "temperature must be >= 0 (0 = greedy), got {}",
                 self.temperature
+            ));
+        }
+        if let Some(i) = self.stop.iter().position(String::is_empty) {
+            return bad(format!(
+                "stop[{i}] is empty; an empty stop string would match everywhere"
             ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
@@ -267,11 +275,22 @@ impl Context {
         cp.abort_callback = Some(abort_cb);
         cp.abort_callback_data = Arc::as_ptr(&abort.0) as *mut c_void;
         cp.no_perf = true;
-        if model.info().n_layer == 0 || model.gguf().tensors.is_empty() {
+        if model.is_vocab_only() || model.gguf().tensors.is_empty() {
             return Err(Error::invalid_arg(format!(
                 "{}: the model was loaded vocab-only or has no weights; a context needs weights",
                 model.source()
             )));
+        }
+        let train = model.info().n_ctx_train;
+        if train > 0 && p.n_ctx > train as u32 {
+            crate::log::log(
+                crate::log::LogLevel::Warn,
+                &format!(
+                    "{}: n_ctx {} is above the model's training context {train}; quality past it depends on the model's RoPE scaling",
+                    model.source(),
+                    p.n_ctx
+                ),
+            );
         }
         check_memory(&model, p)?;
         crate::log::clear_backend_errors();
@@ -338,7 +357,7 @@ impl Context {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenResult> {
         params.validate()?;
-        let tokens = self.model.tokenize(prompt, true, true)?;
+        let tokens = self.model.tokenize_prompt(prompt)?;
         self.run(&tokens, params, on_text)
     }
 
@@ -353,8 +372,10 @@ impl Context {
         if messages.is_empty() {
             return Err(Error::invalid_arg("messages must not be empty"));
         }
-        let prompt = self.model.apply_chat_template(messages, true, None)?;
-        let tokens = self.model.tokenize(&prompt, true, true)?;
+        let prompt =
+            self.model
+                .apply_chat_template(messages, true, params.chat_template.as_deref())?;
+        let tokens = self.model.tokenize_prompt(&prompt)?;
         self.run(&tokens, params, on_text)
     }
 

@@ -88,6 +88,8 @@ pub struct Model {
     gguf: GgufInfo,
     info: ModelInfo,
     source: String,
+    /// Loaded without weights: tokenizer calls only.
+    vocab_only: bool,
 }
 
 // SAFETY: llama_model and llama_vocab are immutable after load; llama.cpp supports
@@ -172,6 +174,11 @@ impl Model {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// Loaded with `vocab_only`: tokenizer calls work, contexts cannot be made.
+    pub fn is_vocab_only(&self) -> bool {
+        self.vocab_only
     }
 
     /// The parsed GGUF header (all metadata, tensor table).
@@ -288,6 +295,18 @@ impl Model {
         }
     }
 
+    /// A prompt as generation reads it: special-token text parsed, BOS added when
+    /// the model asks for it, but never twice — a prompt (or a chat template's
+    /// output) that already begins with the BOS text keeps just that one.
+    pub fn tokenize_prompt(&self, text: &str) -> Result<Vec<i32>> {
+        let mut tokens = self.tokenize(text, true, true)?;
+        let bos = self.info.bos;
+        if bos >= 0 && tokens.len() >= 2 && tokens[0] == bos && tokens[1] == bos {
+            tokens.remove(0);
+        }
+        Ok(tokens)
+    }
+
     /// One token's bytes (may be part of a UTF-8 character).
     pub fn token_to_piece(&self, token: i32, special: bool) -> Result<Vec<u8>> {
         self.require_tokenizer()?;
@@ -387,7 +406,7 @@ impl Model {
                 Error::new(
                     ErrorKind::Unsupported,
                     format!(
-                        "{}: the model has no chat template (tokenizer.chat_template); use generate with a formatted prompt",
+                        "{}: the model has no chat template (tokenizer.chat_template): name one for the call (a built-in such as \"chatml\", or a template text), or format the prompt yourself and call generate",
                         self.source
                     ),
                 )
@@ -525,13 +544,28 @@ fn load_inner(
             "{shown}: model has no vocabulary"
         )));
     };
-    let info = read_info(ptr.as_ptr(), vocab.as_ptr(), &gguf);
+    let mut info = read_info(ptr.as_ptr(), vocab.as_ptr(), &gguf);
+    if params.vocab_only {
+        // llama.cpp reads no hyperparameters in vocab-only mode and reports zeros;
+        // the file has them, so report those.
+        let arch = |k: &str| {
+            gguf.arch_u64(k)
+                .map_or(0, |v| v.min(i32::MAX as u64) as i32)
+        };
+        info.n_ctx_train = arch("context_length");
+        info.n_embd = arch("embedding_length");
+        info.n_layer = arch("block_count");
+        if info.description.trim().is_empty() {
+            info.description = format!("{} (vocabulary only)", info.architecture);
+        }
+    }
     Ok(Model {
         ptr,
         vocab,
         gguf,
         info,
         source: shown,
+        vocab_only: params.vocab_only,
     })
 }
 

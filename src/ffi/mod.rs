@@ -252,7 +252,14 @@ pub(crate) fn fill_buffer<T: Copy + Default>(
     if cap < need {
         return Err(Error::new(
             ErrorKind::BufferTooSmall,
-            format!("{what} needs {need} elements, buffer holds {cap}"),
+            format!(
+                "{what} needs room for {need} {unit}, the buffer holds {cap}",
+                unit = if std::mem::size_of::<T>() == 1 {
+                    "bytes"
+                } else {
+                    "elements"
+                }
+            ),
         ));
     }
     if buf.is_null() {

@@ -243,6 +243,26 @@ static void test_invalid_arguments(const ta_model *m, ta_context *c) {
     gp.grammar = "root ::= missing";
     CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
     CHECK(last_error_has("missing"), "%s", ta_last_error());
+    /* One rule for every field: out of range is refused, naming the field. */
+    gp = greedy(4);
+    gp.temperature = -0.5f;
+    CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("temperature"), "%s", ta_last_error());
+    const char *empty_stop[] = {"ok", ""};
+    gp = greedy(4);
+    gp.stop = empty_stop;
+    gp.n_stop = 2;
+    CHECK_ST(ta_context_generate(c, "x", &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("stop[1]"), "%s", ta_last_error());
+    /* Chat with a template named for the call. */
+    gp = greedy(2);
+    gp.chat_template = "chatml";
+    ta_chat_message msg = {"user", "Hi"};
+    CHECK_ST(ta_context_chat(c, &msg, 1, &gp, NULL, NULL, NULL), TA_OK);
+    /* A byte buffer too small says bytes. */
+    char tiny[2];
+    CHECK_ST(ta_model_token_to_piece(m, 1000, false, tiny, 0, &n), TA_ERR_BUFFER_TOO_SMALL);
+    CHECK(last_error_has("bytes"), "%s", ta_last_error());
     ta_context_params cp = ta_context_default_params();
     cp.flash_attn = 7;
     ta_context *oc = NULL;
@@ -671,6 +691,11 @@ static void test_progress_cancel(void) {
     mp = ta_model_default_params();
     mp.vocab_only = true;
     CHECK_ST(ta_model_load(model_path, &mp, &m), TA_OK);
+    /* A vocab-only model reports the file's hyperparameters, not zeros. */
+    ta_model_info vi;
+    CHECK_ST(ta_model_get_info(m, &vi), TA_OK);
+    CHECK(vi.n_layer == 30 && vi.n_embd == 576 && vi.n_ctx_train > 0 && vi.description[0] != 0,
+          "%d %d %d '%s'", vi.n_layer, vi.n_embd, vi.n_ctx_train, vi.description);
     ta_context *c = NULL;
     CHECK_ST(ta_context_new(m, NULL, &c), TA_ERR_INVALID_ARG);
     ta_model_free(m);

@@ -272,3 +272,11 @@ def test_check_model_in_a_child(tmp_path):
         assert m.info.n_vocab > 1000
     with pytest.raises(tabagent.BadModelError):
         tabagent.Model(broken, check_in_child=True)
+
+
+def test_chat_with_a_template_named_for_the_call(ctx):
+    msgs = [{"role": "user", "content": "Hi"}]
+    r = ctx.chat(msgs, temperature=0, max_tokens=3, chat_template="chatml")
+    assert r.n_generated_tokens <= 3
+    with pytest.raises(tabagent.InvalidArgumentError):
+        ctx.generate("x", temperature=-1.0, max_tokens=1)
