@@ -10,7 +10,7 @@ CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefine
                -fno-omit-frame-pointer -Iinclude
 LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
 
-.PHONY: demo test setup build model examples test-rust test-c test-corpus test-python test-examples lint bench clean
+.PHONY: demo test setup build model examples test-rust test-c test-corpus test-python test-examples test-install lint bench install clean
 
 ## Set up, build, fetch the default model and stream a chat reply from it.
 demo: setup build model examples
@@ -18,7 +18,7 @@ demo: setup build model examples
 
 ## Every test: Rust unit/integration (incl. header freshness), C under ASan,
 ## Python through the ctypes wrapper, the examples, fmt and clippy.
-test: setup build model test-rust test-c test-corpus test-python test-examples lint
+test: setup build model test-rust test-c test-corpus test-python test-examples test-install lint
 	@echo "all tests passed"
 
 setup:
@@ -76,6 +76,28 @@ test-examples: examples
 	$(PY) examples/python-ctypes/info.py "$(TABAGENT_TEST_MODEL)" | grep -q "^Fit"
 	PY=$(PY) ./tests/pull_example.sh
 	@echo "examples ran"
+
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+## Install the header, the shared and static libraries, the probe the model check
+## runs (beside the library, where ta_model_check looks), a pkg-config file and a
+## CMake package config under $(DESTDIR)$(PREFIX).
+install: build
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/cmake/tabagent
+	install -m 644 include/tabagent.h $(DESTDIR)$(PREFIX)/include/
+	install -m 755 target/release/libtabagent.so target/release/tabagent-probe $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 target/release/libtabagent.a $(DESTDIR)$(PREFIX)/lib/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' packaging/tabagent.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tabagent.pc
+	install -m 644 packaging/tabagentConfig.cmake $(DESTDIR)$(PREFIX)/lib/cmake/tabagent/
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@VERSION_MAJOR@|$(word 1,$(subst ., ,$(VERSION)))|' \
+	    -e 's|@VERSION_MINOR@|$(word 2,$(subst ., ,$(VERSION)))|' packaging/tabagentConfigVersion.cmake.in \
+	    > $(DESTDIR)$(PREFIX)/lib/cmake/tabagent/tabagentConfigVersion.cmake
+
+## Install into a scratch prefix and build the C example through pkg-config and
+## CMake, shared and static; each binary must answer.
+test-install: build model
+	./tests/install.sh "$(TABAGENT_TEST_MODEL)"
 
 lint:
 	cargo fmt --check

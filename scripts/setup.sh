@@ -16,6 +16,8 @@ command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 # The hostile-model corpus runs a sample of its files under valgrind.
 command -v valgrind >/dev/null || need+=(valgrind)
+# tests/install.sh builds the C example through pkg-config.
+command -v pkg-config >/dev/null || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}" >&2
     sudo=""
