@@ -116,8 +116,10 @@ typedef struct ta_model ta_model;
 typedef int32_t ta_status;
 
 /**
- * Receives log lines. `text` is borrowed for the call, not NUL-terminated (read
- * `len` bytes), and may end with a newline. Called from whichever thread logs,
+ * Receives log lines: each call is one whole line ending in exactly one newline,
+ * from llama.cpp (its fragments, such as load-progress dots, are assembled first)
+ * or from the library itself. `text` is borrowed for the call, not NUL-terminated
+ * (read `len` bytes). Called from whichever thread logs,
  * possibly several at once; keep it short and do not call back into the library.
  */
 typedef void (*ta_log_callback)(void *user_data, int32_t level, const char *text, size_t len);

@@ -46,6 +46,8 @@ thread_local! {
     /// lines: the specific reason, then "failed to load model"); read back into
     /// error messages.
     static BACKEND_ERRORS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// A backend line still being assembled: its level and text so far.
+    static PARTIAL: RefCell<(LogLevel, String)> = const { RefCell::new((LogLevel::Info, String::new())) };
     /// Whether the last error line was captured (fragments follow their line).
     static LAST_KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// ggml sends continuation fragments with level CONT: they inherit the level of
@@ -69,15 +71,55 @@ pub fn set_sink(sink: Option<LogSink>, min: LogLevel) {
 }
 
 /// Log a message from the library itself.
+/// Every message reaches the sink as one whole line ending in exactly one "\n",
+/// whether it is the library's own or llama.cpp's.
 pub fn log(level: LogLevel, msg: &str) {
     if (level as i32) < MIN_LEVEL.load(Ordering::Acquire) {
         return;
     }
+    let body = msg.trim_end_matches(['\n', '\r']);
+    if body.is_empty() {
+        return;
+    }
+    let line = format!("{body}\n");
     if let Some(l) = LOGGER.read().as_ref() {
         if level >= l.min {
             // A panicking sink must not take the library down with it.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (l.sink)(level, msg)));
+            let _ =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (l.sink)(level, &line)));
         }
+    }
+}
+
+/// Bytes a partial backend line may grow to before it is sent anyway.
+const MAX_PARTIAL: usize = 4096;
+
+/// llama.cpp sends some lines in pieces (its load progress is one "." per step,
+/// then "\n"): assemble them so the sink gets whole lines, at the level of the
+/// line's first piece.
+fn assemble_backend_text(level: LogLevel, text: &str, continuation: bool) {
+    let ready = PARTIAL.with(|p| {
+        let mut p = p.borrow_mut();
+        let mut out = Vec::new();
+        // A new (non-continuation) message ends whatever was pending.
+        if !continuation && !p.1.is_empty() {
+            out.push((p.0, std::mem::take(&mut p.1)));
+        }
+        if p.1.is_empty() {
+            p.0 = level;
+        }
+        p.1.push_str(text);
+        while let Some(i) = p.1.find('\n') {
+            let rest = p.1.split_off(i + 1);
+            out.push((p.0, std::mem::replace(&mut p.1, rest)));
+        }
+        if p.1.len() > MAX_PARTIAL {
+            out.push((p.0, std::mem::take(&mut p.1)));
+        }
+        out
+    });
+    for (lvl, line) in ready {
+        log(lvl, &line);
     }
 }
 
@@ -153,10 +195,11 @@ pub(crate) fn record_backend_line(level_raw: u32, text: &str) {
         _ => LogLevel::Info,
     };
     LAST_LEVEL.with(|l| l.set(level));
+    let continuation = level_raw == sys::GGML_LOG_LEVEL_CONT;
     if level == LogLevel::Error {
-        capture_error_line(text, level_raw == sys::GGML_LOG_LEVEL_CONT);
+        capture_error_line(text, continuation);
     }
-    log(level, text);
+    assemble_backend_text(level, text, continuation);
 }
 
 #[cfg(test)]
@@ -179,7 +222,41 @@ mod tests {
         set_sink(None, LogLevel::Debug);
         log(LogLevel::Error, "after removal");
         let got = got.lock().unwrap();
-        assert_eq!(got.as_slice(), &[(LogLevel::Error, "loud".to_string())]);
+        assert_eq!(got.as_slice(), &[(LogLevel::Error, "loud\n".to_string())]);
+    }
+
+    #[test]
+    fn the_sink_gets_whole_lines() {
+        use llama_cpp_sys_2 as sys;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g2 = got.clone();
+        // Only this thread's lines: other tests may log meanwhile.
+        let me = std::thread::current().id();
+        set_sink(
+            Some(Box::new(move |lvl, m| {
+                if std::thread::current().id() == me {
+                    g2.lock().unwrap().push((lvl, m.to_string()))
+                }
+            })),
+            LogLevel::Debug,
+        );
+        log(LogLevel::Info, "own line");
+        record_backend_line(sys::GGML_LOG_LEVEL_INFO, "load_tensors: done\n");
+        for _ in 0..70 {
+            record_backend_line(sys::GGML_LOG_LEVEL_CONT, ".");
+        }
+        record_backend_line(sys::GGML_LOG_LEVEL_CONT, "\n");
+        record_backend_line(sys::GGML_LOG_LEVEL_WARN, "two\nlines\n");
+        set_sink(None, LogLevel::Debug);
+        let got = got.lock().unwrap();
+        let want: Vec<(LogLevel, String)> = vec![
+            (LogLevel::Info, "own line\n".into()),
+            (LogLevel::Info, "load_tensors: done\n".into()),
+            (LogLevel::Info, format!("{}\n", ".".repeat(70))),
+            (LogLevel::Warn, "two\n".into()),
+            (LogLevel::Warn, "lines\n".into()),
+        ];
+        assert_eq!(*got, want);
     }
 
     #[test]

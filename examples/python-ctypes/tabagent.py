@@ -331,8 +331,8 @@ _log_keepalive = None
 
 
 def set_log_callback(fn: Optional[Callable[[int, str], None]], min_level: int = LOG_WARN) -> None:
-    """Receive library and llama.cpp log lines as ``fn(level, text)`` (any thread).
-    ``None`` restores silence."""
+    """Receive library and llama.cpp log lines as ``fn(level, text)`` (any thread),
+    one whole line per call, without its newline. ``None`` restores silence."""
     global _log_keepalive
     if fn is None:
         _check(_set_log_callback(_LOG_CB(), None, min_level))
@@ -341,7 +341,7 @@ def set_log_callback(fn: Optional[Callable[[int, str], None]], min_level: int = 
 
     def trampoline(_ud, level, text, n):
         try:
-            fn(level, ctypes.string_at(text, n).decode("utf-8", "replace"))
+            fn(level, ctypes.string_at(text, n).decode("utf-8", "replace").rstrip("\n"))
         except Exception:  # a raising logger must not break the library
             pass
 

@@ -366,8 +366,10 @@ pub extern "C" fn ta_system_info() -> *const c_char {
     })
 }
 
-/// Receives log lines. `text` is borrowed for the call, not NUL-terminated (read
-/// `len` bytes), and may end with a newline. Called from whichever thread logs,
+/// Receives log lines: each call is one whole line ending in exactly one newline,
+/// from llama.cpp (its fragments, such as load-progress dots, are assembled first)
+/// or from the library itself. `text` is borrowed for the call, not NUL-terminated
+/// (read `len` bytes). Called from whichever thread logs,
 /// possibly several at once; keep it short and do not call back into the library.
 pub type ta_log_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, level: i32, text: *const c_char, len: usize),
