@@ -1058,15 +1058,13 @@ enum Outcome {
 /// The in-process path, in a child: the library's own probe runner (the one
 /// `check_model` uses), so this test and the check read children the same way.
 fn run_probe(path: &Path) -> Outcome {
+    run_probe_with(path, &ModelParams::default())
+}
+
+fn run_probe_with(path: &Path, params: &ModelParams) -> Outcome {
     use tabagent::engine::check::{parse_verdict, run_probe, ProbeEnd};
-    let run = run_probe(
-        Path::new(PROBE),
-        path,
-        &ModelParams::default(),
-        TIMEOUT,
-        MEMORY_LIMIT,
-    )
-    .expect("spawn the probe");
+    let run =
+        run_probe(Path::new(PROBE), path, params, TIMEOUT, MEMORY_LIMIT).expect("spawn the probe");
     let tail: String = run
         .stderr
         .lines()
@@ -1188,6 +1186,14 @@ fn hostile_corpus_never_takes_the_process_down() {
                 row.crashed += 1;
                 failures.push(format!("{id}: CRASHED: {why}"));
             }
+        }
+        // The vocabulary-only path (what tokenizer-only callers use) must survive too.
+        let vocab_only = ModelParams {
+            vocab_only: true,
+            ..Default::default()
+        };
+        if let Outcome::Crashed(why) = run_probe_with(&path, &vocab_only) {
+            failures.push(format!("{id}: CRASHED vocab-only: {why}"));
         }
         // The out-of-process check reaches the same verdict and returns.
         let t0 = Instant::now();
