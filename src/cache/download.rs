@@ -1,6 +1,6 @@
 //! Verified, resumable, cross-process-locked downloads into the cache.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -144,15 +144,29 @@ impl Cache {
             }
         };
         layout::validate_token(&blob, "blob name")?;
-        let blobs = self.repo_dir(repo).join("blobs");
-        fs::create_dir_all(&blobs).map_err(|e| Error::io("create directory", &blobs, e))?;
+        // Made without following symlinks: a planted `blobs` link would send every
+        // write below to its target.
+        let blobs = layout::create_dirs_nofollow(
+            &self.root,
+            &Path::new(&layout::repo_folder(repo)).join("blobs"),
+        )?;
         let blob_path = blobs.join(&blob);
         let lock_path = blobs.join(format!("{blob}.lock"));
+        let inc_path = blobs.join(format!("{blob}.incomplete"));
         let total = size.unwrap_or(0);
-        // Another thread or process may be fetching the same blob: wait, then reuse it.
+        // Another thread or process may be fetching the same blob: wait, then reuse it,
+        // reporting how far its `.incomplete` has grown meanwhile.
         let _lock = BlobLock::acquire(&lock_path, self.lock_timeout, &mut || {
-            progress(path, 0, total)
+            let done = fs::symlink_metadata(&inc_path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map_or(0, |m| m.len());
+            progress(path, done, total.max(done))
         })?;
+        // A symlink at the blob's name is not a blob: drop the link, never its target.
+        if fs::symlink_metadata(&blob_path).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(&blob_path).map_err(|e| Error::io("remove", &blob_path, e))?;
+        }
         if blob_path.is_file() && check_size(&blob_path, size).is_err() {
             // Cut short by a power failure before the kernel wrote it out (see
             // `CacheOptions::durable`): the hub's bytes replace it.
@@ -172,7 +186,14 @@ impl Cache {
                 expected,
                 size,
             };
-            self.stream(job, progress)?;
+            if let Err(e) = self.stream(job, progress) {
+                // A failed first attempt must not leave an empty `.incomplete` that
+                // makes the variant look partially downloaded.
+                if fs::symlink_metadata(&inc_path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                    let _ = fs::remove_file(&inc_path);
+                }
+                return Err(e);
+            }
         }
         let link = self.link(repo, &m.commit, path, &blob)?;
         if !is_commit_hash(&m.revision) {
@@ -207,7 +228,10 @@ impl Cache {
         let snap = dir.join("snapshots").join(commit);
         let link = snap.join(path);
         let parent = link.parent().unwrap_or(&snap);
-        fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        // Folder by folder without following symlinks, so a link planted as a folder of
+        // the snapshot cannot make us create folders outside the cache.
+        let rel = parent.strip_prefix(&self.root).unwrap_or(parent);
+        layout::create_dirs_nofollow(&self.root, rel)?;
         // A symlinked directory planted in the snapshot could send the link elsewhere.
         let canon = |p: &Path| fs::canonicalize(p).map_err(|e| Error::io("resolve", p, e));
         if !canon(parent)?.starts_with(canon(&snap)?) || !canon(&snap)?.starts_with(canon(&dir)?) {
@@ -234,11 +258,8 @@ impl Cache {
             size,
         } = job;
         let inc = blobs.join(format!("{blob}.incomplete"));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&inc)
-            .map_err(|e| Error::io("open", &inc, e))?;
+        // No-follow: a symlink planted here would have us append to its target.
+        let file = layout::open_nofollow(&inc, true)?;
         let mut hasher = Sha256::new();
         let mut have = file
             .metadata()
@@ -249,9 +270,9 @@ impl Cache {
                 .map_err(|e| Error::io("truncate", &inc, e))?;
             have = 0;
         } else if have > 0 {
-            let mut r = File::open(&inc).map_err(|e| Error::io("open", &inc, e))?;
-            have =
-                hash_reader(&mut r, &mut hasher, have).map_err(|e| Error::io("read", &inc, e))?;
+            // The same descriptor: reads start at 0, appends still go to the end.
+            have = hash_reader(&mut &file, &mut hasher, have)
+                .map_err(|e| Error::io("read", &inc, e))?;
         }
         let mut total = size.unwrap_or(0);
         let mut attempt = 0u32;
@@ -346,7 +367,9 @@ impl Cache {
             let mut flushed_at = std::time::Instant::now();
             loop {
                 let n = match body.read(&mut buf[fill..]) {
-                    Ok(0) if end.is_some_and(|e| have < e) => 0,
+                    // Short of the Content-Length, or of the hub's size for the file
+                    // (a close-delimited body just ends): resume, do not discard.
+                    Ok(0) if end.is_some_and(|e| have < e) || size.is_some_and(|s| have < s) => 0,
                     Ok(0) => {
                         sink.push(&buf[..fill])?;
                         break 'request;
@@ -396,6 +419,23 @@ impl Cache {
         let bad_sha = expected
             .as_deref()
             .is_some_and(|e| !e.eq_ignore_ascii_case(&actual));
+        // Non-LFS files have no sha256 but are named by their git blob id: check that.
+        let git_id = (expected.is_none() && is_commit_hash(blob)).then_some(blob);
+        let bad_git = match git_id {
+            Some(id) if !bad_size => {
+                let got = layout::git_blob_sha1_file(&inc)?;
+                (!got.eq_ignore_ascii_case(id)).then_some(got)
+            }
+            _ => None,
+        };
+        if let Some(got) = bad_git {
+            drop(file);
+            let _ = fs::remove_file(&inc);
+            return Err(Error::new(
+                ErrorKind::Checksum,
+                format!("{path}: downloaded {have} bytes with git blob id {got}, expected {blob}; discarded"),
+            ));
+        }
         if bad_size || bad_sha {
             drop(file);
             let _ = fs::remove_file(&inc);

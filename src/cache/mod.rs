@@ -528,9 +528,9 @@ impl Cache {
         Ok(())
     }
 
-    /// Re-hash every blob named by a sha256 (one repo, or all) and report those whose
-    /// content does not match. Git-etag blobs (non-LFS files) cannot be checked with
-    /// sha256 and are skipped.
+    /// Re-hash every blob (one repo, or all) and report those whose content does not
+    /// match its name: sha256 for LFS files, git's blob SHA-1 for the 40-hex names of
+    /// non-LFS files. Blobs named otherwise cannot be checked and are skipped.
     pub fn verify(&self, repo: Option<&str>) -> Result<Vec<Mismatch>> {
         let repos = match repo {
             Some(r) => {
@@ -543,10 +543,14 @@ impl Cache {
         for r in repos {
             for (p, _) in complete_blobs(&self.repo_dir(&r).join("blobs"))? {
                 let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-                let Some(expected) = name.filter(|n| is_sha256_hex(n)) else {
+                let Some(expected) = name.filter(|n| is_sha256_hex(n) || is_commit_hash(n)) else {
                     continue;
                 };
-                let actual = sha256_file(&p)?;
+                let actual = if is_commit_hash(&expected) {
+                    layout::git_blob_sha1_file(&p)?
+                } else {
+                    sha256_file(&p)?
+                };
                 if !actual.eq_ignore_ascii_case(&expected) {
                     out.push(Mismatch {
                         path: p,

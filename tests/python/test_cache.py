@@ -244,6 +244,29 @@ def test_checksum_mismatch_leaves_nothing(hub, cache_dir):
     assert not os.path.lexists(snap)
 
 
+def test_flipped_bytes_of_a_plain_git_file_are_refused_and_verified(hub, cache_dir):
+    # Issue 10, item 1: same length, wrong bytes, for a non-LFS file: the git blob id
+    # (ETag / blobId) catches it, while downloading and in verify.
+    from fake_hub import git_blob_sha1
+
+    hub.add_fault("README.md", "wrong_bytes")
+    with open_cache(hub, cache_dir, retries=0) as c:
+        with pytest.raises(tabagent.TabagentError) as ei:
+            c.download(REPO, "README.md")
+        assert ei.value.status_name == "CHECKSUM"
+        assert not c.has_file(REPO, "README.md")
+        b = blobs_dir(cache_dir)
+        assert not b.exists() or not list(b.iterdir())
+        p = c.download(REPO, "README.md")
+        assert c.verify() == []
+        real = os.path.realpath(p)
+        os.chmod(real, 0o644)
+        with open(real, "r+b") as f:
+            f.write(b"!")
+        bad = c.verify(REPO)
+        assert len(bad) == 1 and bad[0]["expected"] == git_blob_sha1(FILES["README.md"])
+
+
 def test_gated_needs_token_and_token_stays_on_the_hub(hub, cache_dir):
     with open_cache(hub, cache_dir, token="") as c:
         with pytest.raises(tabagent.TabagentError) as ei:
