@@ -272,12 +272,12 @@ impl Cache {
 
     fn save_manifest(&self, m: &Manifest) -> Result<()> {
         let text = serde_json::to_string_pretty(&m.to_value()).unwrap_or_else(|_| m.to_json());
-        layout::write_atomic(
+        self.write_file(
             &self.manifest_path(&m.repo_id, &m.revision),
             text.as_bytes(),
         )?;
         if m.revision != m.commit {
-            layout::write_atomic(&self.manifest_path(&m.repo_id, &m.commit), text.as_bytes())?;
+            self.write_file(&self.manifest_path(&m.repo_id, &m.commit), text.as_bytes())?;
         }
         Ok(())
     }
@@ -287,7 +287,17 @@ impl Cache {
         if fs::read_to_string(&p).ok().as_deref() == Some(commit) {
             return Ok(());
         }
-        layout::write_atomic(&p, commit.as_bytes())
+        self.write_file(&p, commit.as_bytes())
+    }
+
+    /// `write_atomic` under the cache root, its folders made without following
+    /// symlinks: a link planted as `refs/` or `.tabagent/` must not send the write
+    /// outside the cache.
+    fn write_file(&self, p: &Path, data: &[u8]) -> Result<()> {
+        if let Some(rel) = p.parent().and_then(|d| d.strip_prefix(&self.root).ok()) {
+            layout::create_dirs_nofollow(&self.root, rel)?;
+        }
+        layout::write_atomic(p, data)
     }
 
     fn fetch_manifest(&self, repo: &str, rev: &str) -> Result<Manifest> {

@@ -1356,3 +1356,23 @@ fn short_body_is_resumed() {
     assert!(hub.saw_range(70_000), "{:?}", hub.requests());
     assert!(hub.saw_range(140_000), "{:?}", hub.requests());
 }
+
+/// Issue 10, item 3: `refs/` and the manifest folder planted as symlinks do not make a
+/// scan write outside the cache either.
+#[test]
+fn planted_symlinks_for_refs_and_manifest_folder() {
+    use std::os::unix::fs::symlink;
+    let hub = std_hub(false);
+    let outside = tmpdir("outside-refs");
+    fs::create_dir_all(&outside).unwrap();
+    let root = tmpdir("plant-refs");
+    let dir = root.join("models--org--model");
+    fs::create_dir_all(&dir).unwrap();
+    symlink(&outside, dir.join("refs")).unwrap();
+    symlink(&outside, dir.join(".tabagent")).unwrap();
+    let c = open(opts(&root, &hub));
+    c.scan("org/model", "main").unwrap();
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(fs::symlink_metadata(dir.join("refs")).unwrap().is_dir());
+    assert_eq!(fs::read_to_string(dir.join("refs/main")).unwrap(), COMMIT);
+}
