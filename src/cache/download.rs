@@ -4,6 +4,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::hub::{Ctx, HubResponse};
@@ -260,7 +261,10 @@ impl Cache {
         let inc = blobs.join(format!("{blob}.incomplete"));
         // No-follow: a symlink planted here would have us append to its target.
         let file = layout::open_nofollow(&inc, true)?;
-        let mut hasher = Sha256::new();
+        // Non-LFS files have no sha256 but are named by their git blob id, which is
+        // hashed as the bytes arrive too (its header needs the length up front).
+        let git_id = (expected.is_none() && is_commit_hash(blob)).then_some(blob);
+        let mut hasher = Hashes::new(git_id.and(size));
         let mut have = file
             .metadata()
             .map_err(|e| Error::io("stat", &inc, e))?
@@ -271,7 +275,7 @@ impl Cache {
             have = 0;
         } else if have > 0 {
             // The same descriptor: reads start at 0, appends still go to the end.
-            have = hash_reader(&mut &file, &mut hasher, have)
+            have = hash_reader(&mut &file, &mut |b| hasher.update(b), have)
                 .map_err(|e| Error::io("read", &inc, e))?;
         }
         let mut total = size.unwrap_or(0);
@@ -414,16 +418,20 @@ impl Cache {
             }
         }
         let (file, hasher) = sink.finish()?;
-        let actual = sha256_hex(hasher);
+        let git_got = hasher.git.map(|h| layout::hex(&h.finalize()));
+        let actual = sha256_hex(hasher.sha256);
         let bad_size = size.is_some_and(|s| s != have);
         let bad_sha = expected
             .as_deref()
             .is_some_and(|e| !e.eq_ignore_ascii_case(&actual));
-        // Non-LFS files have no sha256 but are named by their git blob id: check that.
-        let git_id = (expected.is_none() && is_commit_hash(blob)).then_some(blob);
+        // Checked only while no sha256 is known (a linked ETag may have brought one).
         let bad_git = match git_id {
-            Some(id) if !bad_size => {
-                let got = layout::git_blob_sha1_file(&inc)?;
+            Some(id) if !bad_size && expected.is_none() => {
+                let got = match git_got {
+                    Some(g) => g,
+                    // Length unknown at the start: hash the (small) file once now.
+                    None => layout::git_blob_sha1_file(&inc)?,
+                };
                 (!got.eq_ignore_ascii_case(id)).then_some(got)
             }
             _ => None,
@@ -534,16 +542,48 @@ enum SinkMsg {
     Reset,
 }
 
+/// The running hashes of a download: sha256 always, git's blob SHA-1 when the file is
+/// named by its git blob id and its length is known.
+struct Hashes {
+    sha256: Sha256,
+    git: Option<Sha1>,
+    /// The git hasher with only its header, for a restart from zero.
+    git_start: Option<Sha1>,
+}
+
+impl Hashes {
+    fn new(git_len: Option<u64>) -> Hashes {
+        let git_start = git_len.map(layout::git_blob_hasher);
+        Hashes {
+            sha256: Sha256::new(),
+            git: git_start.clone(),
+            git_start,
+        }
+    }
+
+    fn update(&mut self, d: &[u8]) {
+        self.sha256.update(d);
+        if let Some(g) = &mut self.git {
+            g.update(d);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sha256 = Sha256::new();
+        self.git = self.git_start.clone();
+    }
+}
+
 /// Writes and hashes downloaded bytes on a worker thread, in order.
 struct Sink {
     tx: Option<std::sync::mpsc::SyncSender<SinkMsg>>,
-    worker: Option<std::thread::JoinHandle<(File, Sha256, Option<Error>)>>,
+    worker: Option<std::thread::JoinHandle<(File, Hashes, Option<Error>)>>,
 }
 
 impl Sink {
     /// `writeback`: start disk writes as data arrives (durable mode), so the final
     /// fsync is short. Without it the page cache absorbs the file at memory speed.
-    fn new(file: File, hasher: Sha256, inc: PathBuf, writeback: bool) -> Sink {
+    fn new(file: File, hasher: Hashes, inc: PathBuf, writeback: bool) -> Sink {
         let (tx, rx) = std::sync::mpsc::sync_channel::<SinkMsg>(8);
         let worker = std::thread::spawn(move || {
             let (mut file, mut hasher) = (file, hasher);
@@ -564,7 +604,7 @@ impl Sink {
                         r
                     }
                     SinkMsg::Reset => {
-                        hasher = Sha256::new();
+                        hasher.reset();
                         pos = 0;
                         synced = 0;
                         file.set_len(0).map_err(|e| Error::io("truncate", &inc, e))
@@ -605,7 +645,7 @@ impl Sink {
     }
 
     /// Wait for everything queued to be written and hashed.
-    fn finish(&mut self) -> Result<(File, Sha256)> {
+    fn finish(&mut self) -> Result<(File, Hashes)> {
         self.tx = None;
         let worker = self
             .worker

@@ -175,7 +175,7 @@ pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
     let path = path.as_ref();
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut h = Sha256::new();
-    hash_reader(&mut f, &mut h, u64::MAX).map_err(|e| Error::io("read", path, e))?;
+    hash_reader(&mut f, &mut |b| h.update(b), u64::MAX).map_err(|e| Error::io("read", path, e))?;
     Ok(sha256_hex(h))
 }
 
@@ -200,13 +200,19 @@ pub fn git_blob_sha1_file(path: &Path) -> Result<String> {
 
 /// Git's blob id of a byte slice (see [`git_blob_sha1_file`]).
 pub fn git_blob_sha1(data: &[u8]) -> String {
-    let mut h = sha1::Sha1::new();
-    h.update(format!("blob {}\0", data.len()).as_bytes());
+    let mut h = git_blob_hasher(data.len() as u64);
     h.update(data);
     hex(&h.finalize())
 }
 
-fn hex(d: &[u8]) -> String {
+/// A SHA-1 primed with git's blob header for `len` bytes of content.
+pub fn git_blob_hasher(len: u64) -> sha1::Sha1 {
+    let mut h = sha1::Sha1::new();
+    h.update(format!("blob {len}\0").as_bytes());
+    h
+}
+
+pub fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -295,8 +301,8 @@ pub fn create_dirs_nofollow(base: &Path, rel: &Path) -> Result<PathBuf> {
     Ok(cur)
 }
 
-/// Feed up to `limit` bytes of `r` into `h`; returns the count read.
-pub fn hash_reader(r: &mut dyn Read, h: &mut Sha256, limit: u64) -> std::io::Result<u64> {
+/// Feed up to `limit` bytes of `r` to `h` (one or more hashers); returns the count read.
+pub fn hash_reader(r: &mut dyn Read, h: &mut dyn FnMut(&[u8]), limit: u64) -> std::io::Result<u64> {
     let mut buf = vec![0u8; BUF_SIZE];
     let mut done = 0u64;
     while done < limit {
@@ -307,7 +313,7 @@ pub fn hash_reader(r: &mut dyn Read, h: &mut Sha256, limit: u64) -> std::io::Res
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        h.update(&buf[..n]);
+        h(&buf[..n]);
         done += n as u64;
     }
     Ok(done)

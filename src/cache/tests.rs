@@ -1172,6 +1172,17 @@ fn flipped_plain_file_refused_and_verified() {
     assert!(e.message().contains("git blob id"), "{e}");
     assert_clean(&root);
     assert!(!c.has_file("org/model", "main", "config.json"));
+    // A wrong resume prefix is caught as well: the prefix is hashed before resuming.
+    hub.set(|s| s.flip_small = false);
+    let oid = layout::git_blob_sha1(b"{\"a\":1}");
+    let blobs = root.join("models--org--model/blobs");
+    fs::write(blobs.join(format!("{oid}.incomplete")), b"{\"b").unwrap();
+    let e = c
+        .download_file("org/model", "main", "config.json", &mut go())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Checksum, "{e}");
+    assert!(hub.saw_range(3));
+    assert_clean(&root);
     // Served right, it is cached; a byte flipped on disk later is reported by verify.
     hub.set(|s| s.flip_small = false);
     let p = c
