@@ -280,6 +280,33 @@ def test_gated_needs_token_and_token_stays_on_the_hub(hub, cache_dir):
     assert all("authorization" not in r.headers for r in cdn)
 
 
+def test_cdn_refusal_is_not_blamed_on_the_token(hub, cache_dir):
+    # Issue 10, item 6: the token never goes to the CDN, so its 403 is not a token problem,
+    # and the failed attempt leaves no empty .incomplete behind.
+    hub.add_fault("tiny-Q4_K_M.gguf", "cdn GET status:403")
+    with open_cache(hub, cache_dir, token=TOKEN, retries=0) as c:
+        with pytest.raises(tabagent.TabagentError) as ei:
+            c.download(REPO, "tiny-Q4_K_M.gguf")
+        assert ei.value.status_name != "UNAUTHORIZED"
+        assert "HF_TOKEN" not in ei.value.message and "403" in ei.value.message
+    b = blobs_dir(cache_dir)
+    assert not b.exists() or not list(b.iterdir())
+
+
+def test_planted_incomplete_symlink_is_not_followed(hub, cache_dir, tmp_path):
+    # Issue 10, item 3: a link at blobs/<sha>.incomplete must not receive the download.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    b = blobs_dir(cache_dir)
+    b.mkdir(parents=True)
+    os.symlink(victim, b / (sha(FILES["tiny-Q4_K_M.gguf"]) + ".incomplete"))
+    with open_cache(hub, cache_dir) as c:
+        p = c.download(REPO, "tiny-Q4_K_M.gguf")
+        assert open(p, "rb").read() == FILES["tiny-Q4_K_M.gguf"]
+    assert victim.read_bytes() == b"keep"
+    assert not os.path.islink(b / sha(FILES["tiny-Q4_K_M.gguf"]))
+
+
 def test_not_found_errors_are_clear(hub, cache_dir):
     with open_cache(hub, cache_dir) as c:
         with pytest.raises(tabagent.NotFoundError, match="no/such"):
