@@ -184,8 +184,7 @@ pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
 pub fn git_blob_sha1_file(path: &Path) -> Result<String> {
     let mut f = open_nofollow(path, false)?;
     let len = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
-    let mut h = sha1::Sha1::new();
-    h.update(format!("blob {len}\0").as_bytes());
+    let mut h = git_blob_hasher(len);
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
         match f.read(&mut buf) {
@@ -218,12 +217,14 @@ pub fn hex(d: &[u8]) -> String {
 
 /// Open a cache file without following a symlink at its final component (a link
 /// planted there would make us read or write outside the cache). `write`: create if
-/// missing, append. A planted symlink is removed and the open retried once; anything
-/// else that is not a regular file is refused.
+/// missing, append. A planted symlink (or, for writing, a hard link sharing an inode
+/// with a file elsewhere) is removed and the open retried; anything else that is not a
+/// regular file is refused.
 pub fn open_nofollow(path: &Path, write: bool) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for _ in 0..2 {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    for _ in 0..3 {
         let mut o = OpenOptions::new();
+        // O_NONBLOCK: a FIFO planted here must not hang the open; it is refused below.
         o.read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
         if write {
@@ -234,6 +235,12 @@ pub fn open_nofollow(path: &Path, write: bool) -> Result<File> {
                 let meta = f.metadata().map_err(|e| Error::io("stat", path, e))?;
                 if !meta.is_file() {
                     return Err(not_ours(path, "is not a regular file"));
+                }
+                if write && meta.nlink() > 1 {
+                    // Appending would change the other name's file too: drop our name.
+                    drop(f);
+                    fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+                    continue;
                 }
                 return Ok(f);
             }
@@ -246,7 +253,7 @@ pub fn open_nofollow(path: &Path, write: bool) -> Result<File> {
             Err(e) => return Err(Error::io("open", path, e)),
         }
     }
-    Err(not_ours(path, "keeps being replaced by a symlink"))
+    Err(not_ours(path, "keeps being replaced by a link"))
 }
 
 fn not_ours(path: &Path, why: &str) -> Error {

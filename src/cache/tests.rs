@@ -1238,6 +1238,15 @@ fn planted_symlinks_are_not_followed() {
     intact(&c, &dir, &p);
     check_outside();
 
+    // blobs/<sha>.incomplete as a hard link to an outside file (same file system).
+    let (root, dir) = fresh("plant-hard");
+    if fs::hard_link(&victim, dir.join(format!("blobs/{sha}.incomplete"))).is_ok() {
+        let c = open(opts(&root, &hub));
+        let p = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+        intact(&c, &dir, &p);
+        check_outside();
+    }
+
     // blobs/<sha>.lock → an outside path that does not exist yet (and one that does).
     for target in [outside.join("new-lock"), victim.clone()] {
         let (root, dir) = fresh("plant-lock");
