@@ -857,8 +857,9 @@ ta_status ta_cache_delete_revision(const ta_cache *cache, const char *repo, cons
 ta_status ta_cache_get_stats(const ta_cache *cache, ta_cache_stats *out_stats);
 
 /**
- * Re-hash the blobs of `repo` (NULL = every repo) and report mismatches as a JSON
- * array of `{path, expected, actual}` (`[]` when all are intact). `*out_json` is
+ * Re-hash the blobs of `repo` (NULL = every repo) — sha256 for LFS files, git's blob
+ * SHA-1 for plain git files — and report mismatches as a JSON array of
+ * `{path, expected, actual}` (`[]` when all are intact). `*out_json` is
  * owned: free with `ta_string_free`.
  *
  * # Safety

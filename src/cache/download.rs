@@ -1,9 +1,10 @@
 //! Verified, resumable, cross-process-locked downloads into the cache.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::hub::{Ctx, HubResponse};
@@ -144,15 +145,29 @@ impl Cache {
             }
         };
         layout::validate_token(&blob, "blob name")?;
-        let blobs = self.repo_dir(repo).join("blobs");
-        fs::create_dir_all(&blobs).map_err(|e| Error::io("create directory", &blobs, e))?;
+        // Made without following symlinks: a planted `blobs` link would send every
+        // write below to its target.
+        let blobs = layout::create_dirs_nofollow(
+            &self.root,
+            &Path::new(&layout::repo_folder(repo)).join("blobs"),
+        )?;
         let blob_path = blobs.join(&blob);
         let lock_path = blobs.join(format!("{blob}.lock"));
+        let inc_path = blobs.join(format!("{blob}.incomplete"));
         let total = size.unwrap_or(0);
-        // Another thread or process may be fetching the same blob: wait, then reuse it.
+        // Another thread or process may be fetching the same blob: wait, then reuse it,
+        // reporting how far its `.incomplete` has grown meanwhile.
         let _lock = BlobLock::acquire(&lock_path, self.lock_timeout, &mut || {
-            progress(path, 0, total)
+            let done = fs::symlink_metadata(&inc_path)
+                .ok()
+                .filter(|m| m.is_file())
+                .map_or(0, |m| m.len());
+            progress(path, done, total.max(done))
         })?;
+        // A symlink at the blob's name is not a blob: drop the link, never its target.
+        if fs::symlink_metadata(&blob_path).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs::remove_file(&blob_path).map_err(|e| Error::io("remove", &blob_path, e))?;
+        }
         if blob_path.is_file() && check_size(&blob_path, size).is_err() {
             // Cut short by a power failure before the kernel wrote it out (see
             // `CacheOptions::durable`): the hub's bytes replace it.
@@ -172,7 +187,14 @@ impl Cache {
                 expected,
                 size,
             };
-            self.stream(job, progress)?;
+            if let Err(e) = self.stream(job, progress) {
+                // A failed first attempt must not leave an empty `.incomplete` that
+                // makes the variant look partially downloaded.
+                if fs::symlink_metadata(&inc_path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                    let _ = fs::remove_file(&inc_path);
+                }
+                return Err(e);
+            }
         }
         let link = self.link(repo, &m.commit, path, &blob)?;
         if !is_commit_hash(&m.revision) {
@@ -207,7 +229,10 @@ impl Cache {
         let snap = dir.join("snapshots").join(commit);
         let link = snap.join(path);
         let parent = link.parent().unwrap_or(&snap);
-        fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        // Folder by folder without following symlinks, so a link planted as a folder of
+        // the snapshot cannot make us create folders outside the cache.
+        let rel = parent.strip_prefix(&self.root).unwrap_or(parent);
+        layout::create_dirs_nofollow(&self.root, rel)?;
         // A symlinked directory planted in the snapshot could send the link elsewhere.
         let canon = |p: &Path| fs::canonicalize(p).map_err(|e| Error::io("resolve", p, e));
         if !canon(parent)?.starts_with(canon(&snap)?) || !canon(&snap)?.starts_with(canon(&dir)?) {
@@ -234,12 +259,12 @@ impl Cache {
             size,
         } = job;
         let inc = blobs.join(format!("{blob}.incomplete"));
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&inc)
-            .map_err(|e| Error::io("open", &inc, e))?;
-        let mut hasher = Sha256::new();
+        // No-follow: a symlink planted here would have us append to its target.
+        let file = layout::open_nofollow(&inc, true)?;
+        // Non-LFS files have no sha256 but are named by their git blob id, which is
+        // hashed as the bytes arrive too (its header needs the length up front).
+        let git_id = (expected.is_none() && is_commit_hash(blob)).then_some(blob);
+        let mut hasher = Hashes::new(git_id.and(size));
         let mut have = file
             .metadata()
             .map_err(|e| Error::io("stat", &inc, e))?
@@ -249,9 +274,9 @@ impl Cache {
                 .map_err(|e| Error::io("truncate", &inc, e))?;
             have = 0;
         } else if have > 0 {
-            let mut r = File::open(&inc).map_err(|e| Error::io("open", &inc, e))?;
-            have =
-                hash_reader(&mut r, &mut hasher, have).map_err(|e| Error::io("read", &inc, e))?;
+            // The same descriptor: reads start at 0, appends still go to the end.
+            have = hash_reader(&mut &file, &mut |b| hasher.update(b), have)
+                .map_err(|e| Error::io("read", &inc, e))?;
         }
         let mut total = size.unwrap_or(0);
         let mut attempt = 0u32;
@@ -346,7 +371,9 @@ impl Cache {
             let mut flushed_at = std::time::Instant::now();
             loop {
                 let n = match body.read(&mut buf[fill..]) {
-                    Ok(0) if end.is_some_and(|e| have < e) => 0,
+                    // Short of the Content-Length, or of the hub's size for the file
+                    // (a close-delimited body just ends): resume, do not discard.
+                    Ok(0) if end.is_some_and(|e| have < e) || size.is_some_and(|s| have < s) => 0,
                     Ok(0) => {
                         sink.push(&buf[..fill])?;
                         break 'request;
@@ -391,11 +418,32 @@ impl Cache {
             }
         }
         let (file, hasher) = sink.finish()?;
-        let actual = sha256_hex(hasher);
+        let git_got = hasher.git.map(|h| layout::hex(&h.finalize()));
+        let actual = sha256_hex(hasher.sha256);
         let bad_size = size.is_some_and(|s| s != have);
         let bad_sha = expected
             .as_deref()
             .is_some_and(|e| !e.eq_ignore_ascii_case(&actual));
+        // Checked only while no sha256 is known (a linked ETag may have brought one).
+        let bad_git = match git_id {
+            Some(id) if !bad_size && expected.is_none() => {
+                let got = match git_got {
+                    Some(g) => g,
+                    // Length unknown at the start: hash the (small) file once now.
+                    None => layout::git_blob_sha1_file(&inc)?,
+                };
+                (!got.eq_ignore_ascii_case(id)).then_some(got)
+            }
+            _ => None,
+        };
+        if let Some(got) = bad_git {
+            drop(file);
+            let _ = fs::remove_file(&inc);
+            return Err(Error::new(
+                ErrorKind::Checksum,
+                format!("{path}: downloaded {have} bytes with git blob id {got}, expected {blob}; discarded"),
+            ));
+        }
         if bad_size || bad_sha {
             drop(file);
             let _ = fs::remove_file(&inc);
@@ -494,16 +542,48 @@ enum SinkMsg {
     Reset,
 }
 
+/// The running hashes of a download: sha256 always, git's blob SHA-1 when the file is
+/// named by its git blob id and its length is known.
+struct Hashes {
+    sha256: Sha256,
+    git: Option<Sha1>,
+    /// The git hasher with only its header, for a restart from zero.
+    git_start: Option<Sha1>,
+}
+
+impl Hashes {
+    fn new(git_len: Option<u64>) -> Hashes {
+        let git_start = git_len.map(layout::git_blob_hasher);
+        Hashes {
+            sha256: Sha256::new(),
+            git: git_start.clone(),
+            git_start,
+        }
+    }
+
+    fn update(&mut self, d: &[u8]) {
+        self.sha256.update(d);
+        if let Some(g) = &mut self.git {
+            g.update(d);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sha256 = Sha256::new();
+        self.git = self.git_start.clone();
+    }
+}
+
 /// Writes and hashes downloaded bytes on a worker thread, in order.
 struct Sink {
     tx: Option<std::sync::mpsc::SyncSender<SinkMsg>>,
-    worker: Option<std::thread::JoinHandle<(File, Sha256, Option<Error>)>>,
+    worker: Option<std::thread::JoinHandle<(File, Hashes, Option<Error>)>>,
 }
 
 impl Sink {
     /// `writeback`: start disk writes as data arrives (durable mode), so the final
     /// fsync is short. Without it the page cache absorbs the file at memory speed.
-    fn new(file: File, hasher: Sha256, inc: PathBuf, writeback: bool) -> Sink {
+    fn new(file: File, hasher: Hashes, inc: PathBuf, writeback: bool) -> Sink {
         let (tx, rx) = std::sync::mpsc::sync_channel::<SinkMsg>(8);
         let worker = std::thread::spawn(move || {
             let (mut file, mut hasher) = (file, hasher);
@@ -524,7 +604,7 @@ impl Sink {
                         r
                     }
                     SinkMsg::Reset => {
-                        hasher = Sha256::new();
+                        hasher.reset();
                         pos = 0;
                         synced = 0;
                         file.set_len(0).map_err(|e| Error::io("truncate", &inc, e))
@@ -565,7 +645,7 @@ impl Sink {
     }
 
     /// Wait for everything queued to be written and hashed.
-    fn finish(&mut self) -> Result<(File, Sha256)> {
+    fn finish(&mut self) -> Result<(File, Hashes)> {
         self.tx = None;
         let worker = self
             .worker

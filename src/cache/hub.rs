@@ -147,7 +147,12 @@ impl Hub {
             }
             let resp = match req.call() {
                 Ok(r) => r,
-                Err(ureq::Error::Status(code, r)) => return Err(map_status(code, &r, ctx)),
+                Err(ureq::Error::Status(code, r)) => {
+                    // Past a redirect to another host (the CDN) the token is not sent,
+                    // so a refusal there says nothing about the token.
+                    let elsewhere = (origin_of(&url) != self.origin).then(|| origin_of(&url));
+                    return Err(map_status(code, &r, ctx, elsewhere.as_deref()));
+                }
                 Err(ureq::Error::Transport(t)) => {
                     return Err(Failure {
                         err: Error::new(ErrorKind::Network, format!("{method} {url}: {t}")),
@@ -238,7 +243,8 @@ impl Hub {
     }
 }
 
-fn map_status(code: u16, r: &ureq::Response, ctx: &Ctx) -> Failure {
+/// `elsewhere`: the origin that answered, when it is not the hub's (a redirect target).
+fn map_status(code: u16, r: &ureq::Response, ctx: &Ctx, elsewhere: Option<&str>) -> Failure {
     let xcode = r.header("x-error-code").unwrap_or("").to_string();
     let xmsg = r.header("x-error-message").unwrap_or("").to_string();
     let repo = ctx.repo;
@@ -265,6 +271,14 @@ fn map_status(code: u16, r: &ureq::Response, ctx: &Ctx) -> Failure {
         (_, "EntryNotFound") => (
             ErrorKind::NotFound,
             format!("file {} not found ({suffix})", what),
+            false,
+        ),
+        (401 | 403, _) if elsewhere.is_some() => (
+            ErrorKind::Network,
+            format!(
+                "{what}: the download host {} refused the redirected request ({suffix}); the hub's token is never sent there, so this is not a token problem: the signed link may have expired or the host denies access — try again",
+                elsewhere.unwrap_or_default()
+            ),
             false,
         ),
         (401 | 403, _) => (

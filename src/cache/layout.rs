@@ -175,12 +175,141 @@ pub fn sha256_file(path: impl AsRef<Path>) -> Result<String> {
     let path = path.as_ref();
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut h = Sha256::new();
-    hash_reader(&mut f, &mut h, u64::MAX).map_err(|e| Error::io("read", path, e))?;
+    hash_reader(&mut f, &mut |b| h.update(b), u64::MAX).map_err(|e| Error::io("read", path, e))?;
     Ok(sha256_hex(h))
 }
 
-/// Feed up to `limit` bytes of `r` into `h`; returns the count read.
-pub fn hash_reader(r: &mut dyn Read, h: &mut Sha256, limit: u64) -> std::io::Result<u64> {
+/// Git's blob id of a file: SHA-1 of `blob <len>\0` then the bytes. The hub names
+/// non-LFS files by it (`blobId`, `oid`, resolve's ETag), so it is their checksum.
+pub fn git_blob_sha1_file(path: &Path) -> Result<String> {
+    let mut f = open_nofollow(path, false)?;
+    let len = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    let mut h = git_blob_hasher(len);
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Git's blob id of a byte slice (see [`git_blob_sha1_file`]).
+pub fn git_blob_sha1(data: &[u8]) -> String {
+    let mut h = git_blob_hasher(data.len() as u64);
+    h.update(data);
+    hex(&h.finalize())
+}
+
+/// A SHA-1 primed with git's blob header for `len` bytes of content.
+pub fn git_blob_hasher(len: u64) -> sha1::Sha1 {
+    let mut h = sha1::Sha1::new();
+    h.update(format!("blob {len}\0").as_bytes());
+    h
+}
+
+pub fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Open a cache file without following a symlink at its final component (a link
+/// planted there would make us read or write outside the cache). `write`: create if
+/// missing, append. A planted symlink (or, for writing, a hard link sharing an inode
+/// with a file elsewhere) is removed and the open retried; anything else that is not a
+/// regular file is refused.
+pub fn open_nofollow(path: &Path, write: bool) -> Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    for _ in 0..3 {
+        let mut o = OpenOptions::new();
+        // O_NONBLOCK: a FIFO planted here must not hang the open; it is refused below.
+        o.read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        if write {
+            o.append(true).create(true);
+        }
+        match o.open(path) {
+            Ok(f) => {
+                let meta = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+                if !meta.is_file() {
+                    return Err(not_ours(path, "is not a regular file"));
+                }
+                if write && meta.nlink() > 1 {
+                    // Appending would change the other name's file too: drop our name.
+                    drop(f);
+                    fs::remove_file(path).map_err(|e| Error::io("remove", path, e))?;
+                    continue;
+                }
+                return Ok(f);
+            }
+            Err(e) if write && e.raw_os_error() == Some(libc::ELOOP) => {
+                remove_symlink(path)?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(not_ours(path, "is a symlink"));
+            }
+            Err(e) => return Err(Error::io("open", path, e)),
+        }
+    }
+    Err(not_ours(path, "keeps being replaced by a link"))
+}
+
+fn not_ours(path: &Path, why: &str) -> Error {
+    Error::new(
+        ErrorKind::Io,
+        format!(
+            "refusing {}: it {why}, which the cache never creates",
+            path.display()
+        ),
+    )
+}
+
+/// Remove `path` only if it is a symlink (the link, never its target).
+fn remove_symlink(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            fs::remove_file(path).map_err(|e| Error::io("remove symlink", path, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Create `base/rel` one component at a time, never through a symlink: a symlink
+/// planted where a cache folder belongs is removed (not followed) and replaced by a real
+/// folder; a file there is refused. `base` is the cache root, which the caller chose.
+pub fn create_dirs_nofollow(base: &Path, rel: &Path) -> Result<PathBuf> {
+    let mut cur = base.to_path_buf();
+    for comp in rel.components() {
+        let Component::Normal(name) = comp else {
+            return Err(Error::invalid_arg(format!(
+                "refusing folder {}: not a plain relative path",
+                rel.display()
+            )));
+        };
+        cur.push(name);
+        for attempt in 0..3 {
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.is_dir() => break,
+                Ok(m) if m.file_type().is_symlink() => remove_symlink(&cur)?,
+                Ok(_) => return Err(not_ours(&cur, "is not a folder")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("stat", &cur, e)),
+            }
+            match fs::create_dir(&cur) {
+                Ok(()) => break,
+                // Made by a concurrent caller (or re-planted): look again.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 2 => {}
+                Err(e) => return Err(Error::io("create directory", &cur, e)),
+            }
+        }
+    }
+    Ok(cur)
+}
+
+/// Feed up to `limit` bytes of `r` to `h` (one or more hashers); returns the count read.
+pub fn hash_reader(r: &mut dyn Read, h: &mut dyn FnMut(&[u8]), limit: u64) -> std::io::Result<u64> {
     let mut buf = vec![0u8; BUF_SIZE];
     let mut done = 0u64;
     while done < limit {
@@ -191,7 +320,7 @@ pub fn hash_reader(r: &mut dyn Read, h: &mut Sha256, limit: u64) -> std::io::Res
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        h.update(&buf[..n]);
+        h(&buf[..n]);
         done += n as u64;
     }
     Ok(done)
@@ -252,20 +381,30 @@ impl BlobLock {
     /// Try until `timeout`, sleeping between attempts; `wait` is called on each retry and
     /// may return false to give up (cancel).
     pub fn acquire(path: &Path, timeout: Duration, wait: &mut dyn FnMut() -> bool) -> Result<Self> {
-        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         use std::os::unix::io::AsRawFd;
         let start = Instant::now();
         loop {
-            let file = OpenOptions::new()
+            // No-follow: a symlink planted at the lock's name must not make us create
+            // or lock a file elsewhere; it is removed and the open retried.
+            let file = match OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
-                .map_err(|e| Error::io("open lock", path, e))?;
+            {
+                Ok(f) => f,
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                    remove_symlink(path)?;
+                    continue;
+                }
+                Err(e) => return Err(Error::io("open lock", path, e)),
+            };
             // SAFETY: flock on a valid, owned descriptor; no memory is shared.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             if rc == 0 {
-                let same = match (file.metadata(), fs::metadata(path)) {
+                let same = match (file.metadata(), fs::symlink_metadata(path)) {
                     (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
                     _ => false,
                 };

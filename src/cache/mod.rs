@@ -272,12 +272,12 @@ impl Cache {
 
     fn save_manifest(&self, m: &Manifest) -> Result<()> {
         let text = serde_json::to_string_pretty(&m.to_value()).unwrap_or_else(|_| m.to_json());
-        layout::write_atomic(
+        self.write_file(
             &self.manifest_path(&m.repo_id, &m.revision),
             text.as_bytes(),
         )?;
         if m.revision != m.commit {
-            layout::write_atomic(&self.manifest_path(&m.repo_id, &m.commit), text.as_bytes())?;
+            self.write_file(&self.manifest_path(&m.repo_id, &m.commit), text.as_bytes())?;
         }
         Ok(())
     }
@@ -287,7 +287,17 @@ impl Cache {
         if fs::read_to_string(&p).ok().as_deref() == Some(commit) {
             return Ok(());
         }
-        layout::write_atomic(&p, commit.as_bytes())
+        self.write_file(&p, commit.as_bytes())
+    }
+
+    /// `write_atomic` under the cache root, its folders made without following
+    /// symlinks: a link planted as `refs/` or `.tabagent/` must not send the write
+    /// outside the cache.
+    fn write_file(&self, p: &Path, data: &[u8]) -> Result<()> {
+        if let Some(rel) = p.parent().and_then(|d| d.strip_prefix(&self.root).ok()) {
+            layout::create_dirs_nofollow(&self.root, rel)?;
+        }
+        layout::write_atomic(p, data)
     }
 
     fn fetch_manifest(&self, repo: &str, rev: &str) -> Result<Manifest> {
@@ -528,9 +538,9 @@ impl Cache {
         Ok(())
     }
 
-    /// Re-hash every blob named by a sha256 (one repo, or all) and report those whose
-    /// content does not match. Git-etag blobs (non-LFS files) cannot be checked with
-    /// sha256 and are skipped.
+    /// Re-hash every blob (one repo, or all) and report those whose content does not
+    /// match its name: sha256 for LFS files, git's blob SHA-1 for the 40-hex names of
+    /// non-LFS files. Blobs named otherwise cannot be checked and are skipped.
     pub fn verify(&self, repo: Option<&str>) -> Result<Vec<Mismatch>> {
         let repos = match repo {
             Some(r) => {
@@ -543,10 +553,14 @@ impl Cache {
         for r in repos {
             for (p, _) in complete_blobs(&self.repo_dir(&r).join("blobs"))? {
                 let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-                let Some(expected) = name.filter(|n| is_sha256_hex(n)) else {
+                let Some(expected) = name.filter(|n| is_sha256_hex(n) || is_commit_hash(n)) else {
                     continue;
                 };
-                let actual = sha256_file(&p)?;
+                let actual = if is_commit_hash(&expected) {
+                    layout::git_blob_sha1_file(&p)?
+                } else {
+                    sha256_file(&p)?
+                };
                 if !actual.eq_ignore_ascii_case(&expected) {
                     out.push(Mismatch {
                         path: p,

@@ -40,9 +40,9 @@ impl FileSpec {
     fn sha(&self) -> String {
         sha256_bytes(&self.data)
     }
-    /// Stand-in for the git blob id of a non-LFS file (40 hex chars).
+    /// The git blob id, as the hub gives it for non-LFS files (`blobId`, `oid`, ETag).
     fn git_oid(&self) -> String {
-        self.sha()[..40].to_string()
+        layout::git_blob_sha1(&self.data)
     }
 }
 
@@ -65,6 +65,12 @@ struct State {
     corrupt: bool,
     ignore_range: bool,
     slow: bool,
+    /// Flip a byte of non-LFS files (same length).
+    flip_small: bool,
+    /// The CDN answers 403 (e.g. an expired signed link).
+    cdn_403: bool,
+    /// Close-delimited bodies: no Content-Length, so a cut body just ends.
+    no_length: bool,
 }
 
 struct FakeHub {
@@ -79,6 +85,7 @@ struct Reply {
     send_body: bool,
     drop_after: Option<usize>,
     slow: bool,
+    no_length: bool,
 }
 
 fn reply(status: u16, headers: Vec<(&str, String)>, body: Vec<u8>) -> Reply {
@@ -92,6 +99,7 @@ fn reply(status: u16, headers: Vec<(&str, String)>, body: Vec<u8>) -> Reply {
         send_body: true,
         drop_after: None,
         slow: false,
+        no_length: false,
     }
 }
 
@@ -150,11 +158,10 @@ fn serve(s: TcpStream, st: Arc<Mutex<State>>, cdn: bool) {
         handle(&mut g, &req)
     };
     let mut w = s;
-    let mut head = format!(
-        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        rep.status,
-        rep.body.len()
-    );
+    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", rep.status);
+    if !rep.no_length {
+        head.push_str(&format!("Content-Length: {}\r\n", rep.body.len()));
+    }
     for (k, v) in &rep.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -178,6 +185,9 @@ fn serve(s: TcpStream, st: Arc<Mutex<State>>, cdn: bool) {
 fn handle(g: &mut State, req: &Req) -> Reply {
     let path = req.target.split('?').next().unwrap_or("").to_string();
     if req.cdn {
+        if g.cdn_403 {
+            return reply(403, vec![], b"AccessDenied".to_vec());
+        }
         let sha = path.trim_start_matches("/blob/");
         let found = g
             .repos
@@ -270,7 +280,10 @@ fn handle(g: &mut State, req: &Req) -> Reply {
                     return reply(302, h, vec![]);
                 }
             }
-            let d = f.data.clone();
+            let mut d = f.data.clone();
+            if !f.lfs && g.flip_small {
+                d[0] ^= 0x20;
+            }
             serve_bytes(g, req, d, h)
         }
         _ => reply(404, vec![], vec![]),
@@ -308,6 +321,7 @@ fn serve_bytes(g: &mut State, req: &Req, mut d: Vec<u8>, mut h: Vec<(&str, Strin
         rep.drop_after = Some(g.drop_at);
     }
     rep.slow = g.slow;
+    rep.no_length = g.no_length;
     rep
 }
 
@@ -452,7 +466,7 @@ fn layout_blob_symlink_refs() {
     let p = c
         .download_file("org/model", "main", "sub/dir/tok.json", &mut go())
         .unwrap();
-    let oid = sha256_bytes(b"{}")[..40].to_string();
+    let oid = layout::git_blob_sha1(b"{}");
     assert_eq!(
         fs::read_link(&p).unwrap(),
         PathBuf::from(format!("../../../../blobs/{oid}"))
@@ -746,14 +760,16 @@ fn hostile_names_refused() {
             .kind(),
         ErrorKind::NotFound
     );
-    // A planted symlinked directory cannot redirect where a download links.
+    // A planted symlinked directory cannot redirect where a download links: the link
+    // is replaced by a real folder (see also `planted_symlinks_are_not_followed`).
     let hub2 = FakeHub::start(vec![repo("org/evil", vec![small("d/f.json", "1")])], false);
     let c2 = open(opts(&root, &hub2));
     std::os::unix::fs::symlink(&outside, snap.join("d")).unwrap();
-    let e = c2
+    let p = c2
         .download_file("org/evil", "main", "d/f.json", &mut go())
-        .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArg, "{e}");
+        .unwrap();
+    assert_eq!(fs::read(p).unwrap(), b"1");
+    assert!(fs::symlink_metadata(snap.join("d")).unwrap().is_dir());
     assert!(!outside.join("f.json").exists());
 }
 
@@ -1126,4 +1142,257 @@ fn cut_short_blob_is_fetched_again() {
         .download_variant("org/model", "main", "Q4_K_M", &mut go())
         .unwrap();
     assert_eq!(fs::read(&ps[0]).unwrap(), want);
+}
+
+#[test]
+fn git_blob_ids() {
+    // `git hash-object` of an empty file and of "hello\n".
+    assert_eq!(
+        layout::git_blob_sha1(b""),
+        "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    );
+    assert_eq!(
+        layout::git_blob_sha1(b"hello\n"),
+        "ce013625030ba8dba906f756967f9e9ca394464a"
+    );
+}
+
+/// Issue 10, item 1: bytes of non-LFS files are checked against their git blob id,
+/// while downloading and in `verify`.
+#[test]
+fn flipped_plain_file_refused_and_verified() {
+    let hub = std_hub(false);
+    hub.set(|s| s.flip_small = true);
+    let root = tmpdir("flip");
+    let c = open(opts(&root, &hub));
+    let e = c
+        .download_file("org/model", "main", "config.json", &mut go())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Checksum, "{e}");
+    assert!(e.message().contains("git blob id"), "{e}");
+    assert_clean(&root);
+    assert!(!c.has_file("org/model", "main", "config.json"));
+    // A wrong resume prefix is caught as well: the prefix is hashed before resuming.
+    hub.set(|s| s.flip_small = false);
+    let oid = layout::git_blob_sha1(b"{\"a\":1}");
+    let blobs = root.join("models--org--model/blobs");
+    fs::write(blobs.join(format!("{oid}.incomplete")), b"{\"b").unwrap();
+    let e = c
+        .download_file("org/model", "main", "config.json", &mut go())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Checksum, "{e}");
+    assert!(hub.saw_range(3));
+    assert_clean(&root);
+    // Served right, it is cached; a byte flipped on disk later is reported by verify.
+    hub.set(|s| s.flip_small = false);
+    let p = c
+        .download_file("org/model", "main", "config.json", &mut go())
+        .unwrap();
+    assert!(c.verify(None).unwrap().is_empty());
+    let blob = fs::canonicalize(&p).unwrap();
+    let mut d = fs::read(&blob).unwrap();
+    d[1] ^= 0x01;
+    fs::write(&blob, &d).unwrap();
+    let bad = c.verify(Some("org/model")).unwrap();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].path, blob);
+    assert_eq!(bad[0].expected, layout::git_blob_sha1(b"{\"a\":1}"));
+    assert_eq!(bad[0].actual, layout::git_blob_sha1(&d));
+}
+
+/// Issue 10, item 3: symlinks planted in a repo folder never make a download write
+/// (or create folders) outside the cache.
+#[test]
+fn planted_symlinks_are_not_followed() {
+    use std::os::unix::fs::symlink;
+    let hub = std_hub(false);
+    let sha = sha256_bytes(&file_data(&hub, Q4));
+    let outside = tmpdir("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("victim");
+    fs::write(&victim, b"do not touch").unwrap();
+    let check_outside = || {
+        assert_eq!(fs::read(&victim).unwrap(), b"do not touch");
+        let names: Vec<_> = fs::read_dir(&outside).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    };
+    let fresh = |tag: &str| {
+        let root = tmpdir(tag);
+        let dir = root.join("models--org--model");
+        fs::create_dir_all(dir.join("blobs")).unwrap();
+        (root, dir)
+    };
+    // The downloaded file must be whole and a real blob inside the cache.
+    let intact = |c: &Cache, dir: &Path, p: &Path| {
+        assert_eq!(fs::read(p).unwrap(), file_data(&hub, Q4));
+        let blob = dir.join("blobs").join(&sha);
+        assert!(fs::symlink_metadata(&blob).unwrap().is_file());
+        assert!(c.verify(None).unwrap().is_empty());
+    };
+
+    // blobs/<sha>.incomplete → an outside file.
+    let (root, dir) = fresh("plant-inc");
+    symlink(&victim, dir.join(format!("blobs/{sha}.incomplete"))).unwrap();
+    let c = open(opts(&root, &hub));
+    let p = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+    intact(&c, &dir, &p);
+    check_outside();
+
+    // blobs/<sha>.incomplete as a hard link to an outside file (same file system).
+    let (root, dir) = fresh("plant-hard");
+    if fs::hard_link(&victim, dir.join(format!("blobs/{sha}.incomplete"))).is_ok() {
+        let c = open(opts(&root, &hub));
+        let p = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+        intact(&c, &dir, &p);
+        check_outside();
+    }
+
+    // blobs/<sha>.lock → an outside path that does not exist yet (and one that does).
+    for target in [outside.join("new-lock"), victim.clone()] {
+        let (root, dir) = fresh("plant-lock");
+        symlink(&target, dir.join(format!("blobs/{sha}.lock"))).unwrap();
+        let c = open(opts(&root, &hub));
+        let p = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+        intact(&c, &dir, &p);
+        check_outside();
+    }
+
+    // blobs/ itself → an outside folder.
+    let (root, dir) = fresh("plant-blobs");
+    fs::remove_dir(dir.join("blobs")).unwrap();
+    symlink(&outside, dir.join("blobs")).unwrap();
+    let c = open(opts(&root, &hub));
+    let p = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+    intact(&c, &dir, &p);
+    check_outside();
+
+    // A folder inside the snapshot → an outside folder.
+    let (root, dir) = fresh("plant-snap");
+    let snap = dir.join("snapshots").join(COMMIT);
+    fs::create_dir_all(&snap).unwrap();
+    symlink(&outside, snap.join("sub")).unwrap();
+    let c = open(opts(&root, &hub));
+    let p = c
+        .download_file("org/model", "main", "sub/dir/tok.json", &mut go())
+        .unwrap();
+    assert_eq!(fs::read(&p).unwrap(), b"{}");
+    assert!(fs::symlink_metadata(snap.join("sub")).unwrap().is_dir());
+    check_outside();
+}
+
+/// Issue 10, item 6: a refusal by the CDN is not blamed on the token (which is never
+/// sent there), and a failed first attempt leaves no empty `.incomplete` behind.
+#[test]
+fn cdn_403_explained_and_leaves_nothing() {
+    let hub = std_hub(true);
+    hub.set(|s| s.cdn_403 = true);
+    let root = tmpdir("cdn403");
+    let mut o = opts(&root, &hub);
+    o.token = Some(TOKEN.into());
+    let c = open(o);
+    let e = c
+        .download_file("org/model", "main", Q4, &mut go())
+        .unwrap_err();
+    assert_ne!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert!(!e.message().contains("set HF_TOKEN"), "{e}");
+    assert!(e.message().contains("403"), "{e}");
+    assert!(e.message().contains("not a token problem"), "{e}");
+    assert_clean(&root);
+    let m = c.scan("org/model", "main").unwrap();
+    assert_eq!(
+        m.variant("Q4_K_M").unwrap().status,
+        VariantStatus::Available
+    );
+}
+
+/// Issue 10, item 6: a process waiting for another's download of the same blob sees
+/// that download's bytes grow, not (0, total) for the whole wait.
+#[test]
+fn waiting_for_another_download_reports_its_progress() {
+    let hub = std_hub(false);
+    let root = tmpdir("waitprog");
+    let c = open(opts(&root, &hub));
+    c.scan("org/model", "main").unwrap();
+    let d = file_data(&hub, Q4);
+    let sha = sha256_bytes(&d);
+    let blobs = root.join("models--org--model/blobs");
+    fs::create_dir_all(&blobs).unwrap();
+    let lock = layout::BlobLock::acquire(
+        &blobs.join(format!("{sha}.lock")),
+        Duration::from_secs(5),
+        &mut || true,
+    )
+    .unwrap();
+    let inc = blobs.join(format!("{sha}.incomplete"));
+    fs::write(&inc, &d[..5000]).unwrap();
+    let seen: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut cb = |_: &str, done: u64, total: u64| {
+                seen.lock().unwrap().push((done, total));
+                true
+            };
+            c.download_file("org/model", "main", Q4, &mut cb)
+        });
+        let t0 = std::time::Instant::now();
+        while !seen.lock().unwrap().iter().any(|&(d, _)| d == 5000) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no progress from the other download: {:?}",
+                seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The other "process" finishes: whole blob in place, then unlock.
+        fs::write(&inc, &d).unwrap();
+        fs::rename(&inc, blobs.join(&sha)).unwrap();
+        drop(lock);
+        let p = h.join().unwrap().unwrap();
+        assert_eq!(fs::read(p).unwrap(), d);
+    });
+    assert_eq!(hub.resolve_gets(), 0);
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|&(d, t)| t == 300_000 && d <= t));
+}
+
+/// Issue 10, item 6: a body that ends before the file's known length (here a
+/// close-delimited body cut short) is resumed with Range, not discarded as a checksum
+/// error.
+#[test]
+fn short_body_is_resumed() {
+    let hub = std_hub(false);
+    hub.set(|s| {
+        s.no_length = true;
+        s.drops = 2;
+        s.drop_at = 70_000;
+    });
+    let root = tmpdir("short");
+    let c = open(opts(&root, &hub));
+    let p = c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+    assert_eq!(fs::read(p).unwrap(), file_data(&hub, Q4));
+    assert!(hub.saw_range(70_000), "{:?}", hub.requests());
+    assert!(hub.saw_range(140_000), "{:?}", hub.requests());
+}
+
+/// Issue 10, item 3: `refs/` and the manifest folder planted as symlinks do not make a
+/// scan write outside the cache either.
+#[test]
+fn planted_symlinks_for_refs_and_manifest_folder() {
+    use std::os::unix::fs::symlink;
+    let hub = std_hub(false);
+    let outside = tmpdir("outside-refs");
+    fs::create_dir_all(&outside).unwrap();
+    let root = tmpdir("plant-refs");
+    let dir = root.join("models--org--model");
+    fs::create_dir_all(&dir).unwrap();
+    symlink(&outside, dir.join("refs")).unwrap();
+    symlink(&outside, dir.join(".tabagent")).unwrap();
+    let c = open(opts(&root, &hub));
+    c.scan("org/model", "main").unwrap();
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(fs::symlink_metadata(dir.join("refs")).unwrap().is_dir());
+    assert_eq!(fs::read_to_string(dir.join("refs/main")).unwrap(), COMMIT);
 }

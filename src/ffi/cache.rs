@@ -456,8 +456,9 @@ pub unsafe extern "C" fn ta_cache_get_stats(
     })
 }
 
-/// Re-hash the blobs of `repo` (NULL = every repo) and report mismatches as a JSON
-/// array of `{path, expected, actual}` (`[]` when all are intact). `*out_json` is
+/// Re-hash the blobs of `repo` (NULL = every repo) — sha256 for LFS files, git's blob
+/// SHA-1 for plain git files — and report mismatches as a JSON array of
+/// `{path, expected, actual}` (`[]` when all are intact). `*out_json` is
 /// owned: free with `ta_string_free`.
 ///
 /// # Safety

@@ -244,6 +244,29 @@ def test_checksum_mismatch_leaves_nothing(hub, cache_dir):
     assert not os.path.lexists(snap)
 
 
+def test_flipped_bytes_of_a_plain_git_file_are_refused_and_verified(hub, cache_dir):
+    # Issue 10, item 1: same length, wrong bytes, for a non-LFS file: the git blob id
+    # (ETag / blobId) catches it, while downloading and in verify.
+    from fake_hub import git_blob_sha1
+
+    hub.add_fault("README.md", "wrong_bytes")
+    with open_cache(hub, cache_dir, retries=0) as c:
+        with pytest.raises(tabagent.TabagentError) as ei:
+            c.download(REPO, "README.md")
+        assert ei.value.status_name == "CHECKSUM"
+        assert not c.has_file(REPO, "README.md")
+        b = blobs_dir(cache_dir)
+        assert not b.exists() or not list(b.iterdir())
+        p = c.download(REPO, "README.md")
+        assert c.verify() == []
+        real = os.path.realpath(p)
+        os.chmod(real, 0o644)
+        with open(real, "r+b") as f:
+            f.write(b"!")
+        bad = c.verify(REPO)
+        assert len(bad) == 1 and bad[0]["expected"] == git_blob_sha1(FILES["README.md"])
+
+
 def test_gated_needs_token_and_token_stays_on_the_hub(hub, cache_dir):
     with open_cache(hub, cache_dir, token="") as c:
         with pytest.raises(tabagent.TabagentError) as ei:
@@ -255,6 +278,33 @@ def test_gated_needs_token_and_token_stays_on_the_hub(hub, cache_dir):
     cdn = [r for r in hub.requests if r.server == "cdn"]
     assert cdn, "the LFS file should come from the CDN host"
     assert all("authorization" not in r.headers for r in cdn)
+
+
+def test_cdn_refusal_is_not_blamed_on_the_token(hub, cache_dir):
+    # Issue 10, item 6: the token never goes to the CDN, so its 403 is not a token problem,
+    # and the failed attempt leaves no empty .incomplete behind.
+    hub.add_fault("tiny-Q4_K_M.gguf", "cdn GET status:403")
+    with open_cache(hub, cache_dir, token=TOKEN, retries=0) as c:
+        with pytest.raises(tabagent.TabagentError) as ei:
+            c.download(REPO, "tiny-Q4_K_M.gguf")
+        assert ei.value.status_name != "UNAUTHORIZED"
+        assert "HF_TOKEN" not in ei.value.message and "403" in ei.value.message
+    b = blobs_dir(cache_dir)
+    assert not b.exists() or not list(b.iterdir())
+
+
+def test_planted_incomplete_symlink_is_not_followed(hub, cache_dir, tmp_path):
+    # Issue 10, item 3: a link at blobs/<sha>.incomplete must not receive the download.
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    b = blobs_dir(cache_dir)
+    b.mkdir(parents=True)
+    os.symlink(victim, b / (sha(FILES["tiny-Q4_K_M.gguf"]) + ".incomplete"))
+    with open_cache(hub, cache_dir) as c:
+        p = c.download(REPO, "tiny-Q4_K_M.gguf")
+        assert open(p, "rb").read() == FILES["tiny-Q4_K_M.gguf"]
+    assert victim.read_bytes() == b"keep"
+    assert not os.path.islink(b / sha(FILES["tiny-Q4_K_M.gguf"]))
 
 
 def test_not_found_errors_are_clear(hub, cache_dir):
