@@ -71,6 +71,7 @@ impl Cache {
     ) -> Result<Vec<PathBuf>> {
         Cache::check(repo, rev)?;
         // Fully cached → no network at all.
+        let mut missing = None;
         if let Ok(m) = self.manifest(repo, rev) {
             if let Ok(v) = m.variant(quant) {
                 if v.status == VariantStatus::Downloaded {
@@ -83,10 +84,24 @@ impl Cache {
                         return Ok(paths);
                     }
                 }
+                let absent: Vec<&str> = v
+                    .files
+                    .iter()
+                    .filter(|f| self.cached_file(repo, &m.commit, f).is_none())
+                    .map(String::as_str)
+                    .collect();
+                missing = Some(absent.join(", "));
             }
         }
         if self.offline {
-            return Err(offline_err(repo, rev, quant));
+            // Name what is missing rather than the whole variant when part is cached.
+            return Err(match missing {
+                Some(files) if !files.is_empty() => Error::new(
+                    ErrorKind::Offline,
+                    format!("offline mode: {quant} of {repo}@{rev} is only partly cached; missing {files}"),
+                ),
+                _ => offline_err(repo, rev, quant),
+            });
         }
         let m = self.manifest_for_download(repo, rev)?;
         let v = m.variant(quant)?.clone();
@@ -112,6 +127,11 @@ impl Cache {
         validate_rel_path(path, "file path")?;
         let entry = m.file(path);
         if let Some(p) = self.cached_intact(repo, &m.commit, path, || entry?.size)? {
+            // As huggingface_hub does for a cached file: the ref follows, best effort
+            // (the cache may be read-only).
+            if !self.offline && !is_commit_hash(&m.revision) {
+                let _ = self.write_ref(repo, &m.revision, &m.commit);
+            }
             return Ok(p);
         }
         if self.offline {
@@ -144,6 +164,13 @@ impl Cache {
             }
         };
         layout::validate_token(&blob, "blob name")?;
+        // huggingface_hub's order: snapshot folder and ref before the blob, so a
+        // failed download leaves a repo its `scan_cache_dir` accepts.
+        let snap = self.repo_dir(repo).join("snapshots").join(&m.commit);
+        fs::create_dir_all(&snap).map_err(|e| Error::io("create directory", &snap, e))?;
+        if !is_commit_hash(&m.revision) {
+            self.write_ref(repo, &m.revision, &m.commit)?;
+        }
         let blobs = self.repo_dir(repo).join("blobs");
         fs::create_dir_all(&blobs).map_err(|e| Error::io("create directory", &blobs, e))?;
         let blob_path = blobs.join(&blob);
