@@ -42,7 +42,7 @@ impl Cache {
     ) -> Result<PathBuf> {
         Cache::check(repo, rev)?;
         validate_rel_path(path, "file path")?;
-        if let Some(c) = self.local_commit(repo, rev) {
+        if let Some(c) = self.download_commit(repo, rev) {
             // Lengths from the manifest of the very commit the file was cached from:
             // a branch's newer manifest may list a different size.
             let size = || {
@@ -50,6 +50,7 @@ impl Cache {
                 m.file(path)?.size
             };
             if let Some(p) = self.cached_intact(repo, &c, path, size)? {
+                self.follow_ref(repo, rev, &c);
                 return Ok(p);
             }
         }
@@ -72,7 +73,7 @@ impl Cache {
         Cache::check(repo, rev)?;
         // Fully cached → no network at all.
         let mut missing = None;
-        if let Ok(m) = self.manifest(repo, rev) {
+        if let Ok(m) = self.manifest_at(repo, rev, self.download_commit(repo, rev)) {
             if let Ok(v) = m.variant(quant) {
                 if v.status == VariantStatus::Downloaded {
                     let paths = v
@@ -81,6 +82,7 @@ impl Cache {
                         .map(|f| self.cached_intact(repo, &m.commit, f, || m.file(f)?.size))
                         .collect::<Result<Vec<_>>>()?;
                     if let Some(paths) = paths.into_iter().collect::<Option<Vec<_>>>() {
+                        self.follow_ref(repo, rev, &m.commit);
                         return Ok(paths);
                     }
                 }
@@ -111,6 +113,14 @@ impl Cache {
             .collect()
     }
 
+    /// Online, a branch's ref follows the commit a cached file was served from, best
+    /// effort (the cache may be read-only), as huggingface_hub does.
+    fn follow_ref(&self, repo: &str, rev: &str, commit: &str) {
+        if !self.offline && !is_commit_hash(rev) {
+            let _ = self.write_ref(repo, rev, commit);
+        }
+    }
+
     /// A commit's file list never changes, so a saved one is reused; a branch is
     /// re-resolved online so we fetch what it points to now.
     fn manifest_for_download(&self, repo: &str, rev: &str) -> Result<Manifest> {
@@ -127,11 +137,7 @@ impl Cache {
         validate_rel_path(path, "file path")?;
         let entry = m.file(path);
         if let Some(p) = self.cached_intact(repo, &m.commit, path, || entry?.size)? {
-            // As huggingface_hub does for a cached file: the ref follows, best effort
-            // (the cache may be read-only).
-            if !self.offline && !is_commit_hash(&m.revision) {
-                let _ = self.write_ref(repo, &m.revision, &m.commit);
-            }
+            self.follow_ref(repo, &m.revision, &m.commit);
             return Ok(p);
         }
         if self.offline {

@@ -274,7 +274,38 @@ impl Cache {
     /// mode) when nothing of it is known.
     pub fn manifest(&self, repo: &str, revision: &str) -> Result<Manifest> {
         Cache::check(repo, revision)?;
-        let commit = self.local_commit(repo, revision);
+        self.manifest_at(repo, revision, self.local_commit(repo, revision))
+    }
+
+    /// The commit a download of `rev` means: online, a branch's last scan when it is
+    /// newer than the cached ref (a scan moves no ref, and huggingface_hub may have
+    /// moved the ref since); otherwise the cached ref, as huggingface_hub resolves it
+    /// offline.
+    pub(crate) fn download_commit(&self, repo: &str, rev: &str) -> Option<String> {
+        let cached = self.local_commit(repo, rev);
+        if self.offline || is_commit_hash(rev) {
+            return cached;
+        }
+        let scan_path = self.manifest_path(repo, rev);
+        let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        let ref_time = mtime(&self.repo_dir(repo).join("refs").join(rev));
+        if cached.is_some() && ref_time >= mtime(&scan_path) {
+            return cached;
+        }
+        fs::read_to_string(&scan_path)
+            .ok()
+            .and_then(|t| Manifest::from_json(&t).ok())
+            .map(|m| m.commit)
+            .or(cached)
+    }
+
+    /// [`Cache::manifest`] for `revision` taken to mean `commit`.
+    pub(crate) fn manifest_at(
+        &self,
+        repo: &str,
+        revision: &str,
+        commit: Option<String>,
+    ) -> Result<Manifest> {
         let mut candidates = Vec::new();
         if let Some(c) = &commit {
             candidates.push(self.manifest_path(repo, c));

@@ -224,6 +224,14 @@ print(h.hf_hub_download({REPO!r}, {name!r}, local_files_only=True))
 """)
     assert out == p and open(p, "rb").read() == FILES[name]
     assert not hub.requests
+    # Online, a download after the scan fetches what main is now; then both tools
+    # resolve main to the new commit.
+    with open_cache(hub, cache_dir) as c:
+        p2 = c.download(REPO, name)
+    assert new in p2 and open(p2, "rb").read() == FILES[name] + b"more"
+    assert hf_warnings(cache_dir) == []
+    with open_cache(hub, cache_dir, offline=True) as c:
+        assert c.download(REPO, name) == p2
 
 
 def test_one_hostile_name_refuses_only_that_entry(cache_dir):
