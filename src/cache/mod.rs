@@ -222,8 +222,12 @@ impl Cache {
     }
 
     fn manifest_path(&self, repo: &str, rev: &str) -> PathBuf {
-        self.manifest_dir(repo)
-            .join(format!("manifest-{}.json", rev.replace('/', "%2F")))
+        let mut name = format!("manifest-{}.json", rev.replace('/', "%2F"));
+        // A revision may be longer than a file name can be.
+        if name.len() > layout::NAME_MAX {
+            name = format!("manifest-sha256-{}.json", sha256_bytes(rev.as_bytes()));
+        }
+        self.manifest_dir(repo).join(name)
     }
 
     /// The commit `rev` points to, from the cache only.

@@ -1232,3 +1232,14 @@ fn offline_variant_without_a_saved_manifest() {
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     }
 }
+
+#[test]
+fn long_revision_names_fit_the_manifest_file() {
+    let hub = std_hub(false);
+    let root = tmpdir("longrev");
+    let c = open(opts(&root, &hub));
+    let rev = format!("{}/{}", "b".repeat(200), "c".repeat(200));
+    let m = Manifest::new("org/model", &rev, COMMIT, vec![]);
+    c.save_manifest(&m).unwrap();
+    assert_eq!(c.manifest("org/model", &rev).unwrap().commit, COMMIT);
+}
