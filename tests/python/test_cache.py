@@ -48,7 +48,11 @@ def hub():
 
 @pytest.fixture
 def cache_dir(tmp_path):
-    return tmp_path / "hub-cache"
+    d = tmp_path / "hub-cache"
+    yield d
+    # Whatever a test did, huggingface_hub must not find the cache corrupt.
+    if d.exists():
+        assert hf_warnings(d) == []
 
 
 def open_cache(hub, cache_dir, **kw):
@@ -187,7 +191,10 @@ def test_huggingface_hub_finds_nothing_corrupt_after_any_operation(hub, cache_di
         c.download(REPO, "README.md")
         clean()
         assert c.verify() == []
-        c.stats(), c.list_repos(), c.manifest(REPO)
+        c.stats(), c.list_repos(), c.manifest(REPO), c.snapshot_path(REPO, "README.md")
+        clean()
+        with pytest.raises(tabagent.CancelledError):
+            c.download(REPO, "tiny-Q4_K_M.gguf", progress=lambda f, d, t: False)
         clean()
     with open_cache(hub, cache_dir, offline=True) as c:
         c.scan(REPO), c.manifest(REPO), c.has_file(REPO, "README.md"), c.download(REPO, "README.md")
