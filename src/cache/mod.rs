@@ -310,22 +310,36 @@ impl Cache {
         revision: &str,
         commit: Option<String>,
     ) -> Result<Manifest> {
-        let mut candidates = Vec::new();
+        let read = |name: &str| -> Result<Option<Manifest>> {
+            let p = self.manifest_path(repo, name);
+            match fs::read_to_string(&p) {
+                Ok(text) => Manifest::from_json(&text)
+                    .map(Some)
+                    .map_err(|e| e.context(p.display())),
+                Err(_) => Ok(None),
+            }
+        };
+        let done = |mut m: Manifest| {
+            m.revision = revision.to_string();
+            self.fill_status(&mut m);
+            Ok(m)
+        };
+        let by_name = read(revision)?;
         if let Some(c) = &commit {
-            candidates.push(self.manifest_path(repo, c));
-        }
-        candidates.push(self.manifest_path(repo, revision));
-        for p in candidates {
-            if let Ok(text) = fs::read_to_string(&p) {
-                let mut m = Manifest::from_json(&text).map_err(|e| e.context(p.display()))?;
-                m.revision = revision.to_string();
-                self.fill_status(&mut m);
-                return Ok(m);
+            if let Some(m) = read(c)? {
+                return done(m);
+            }
+            // The branch's last scan only if it names the same commit: the ref may
+            // have moved since (huggingface_hub downloading a newer commit).
+            if let Some(m) = by_name.clone().filter(|m| &m.commit == c) {
+                return done(m);
+            }
+            if let Some(m) = self.manifest_from_snapshot(repo, revision, c) {
+                return done(m);
             }
         }
-        if let Some(mut m) = commit.and_then(|c| self.manifest_from_snapshot(repo, revision, &c)) {
-            self.fill_status(&mut m);
-            return Ok(m);
+        if let Some(m) = by_name {
+            return done(m);
         }
         Err(Error::not_found(format!(
             "{repo}@{revision} was never scanned and nothing of it is cached: scan it while online first"

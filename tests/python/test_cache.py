@@ -288,6 +288,24 @@ for f in {shards!r}:
     assert not hub.requests
 
 
+def test_variant_downloaded_by_huggingface_hub_after_main_moved_works_offline(hub, cache_dir):
+    # tabagent scanned an older commit of main; huggingface_hub then fetched a variant
+    # at the newer one. The older manifest must not hide it.
+    pytest.importorskip("huggingface_hub")
+    with open_cache(hub, cache_dir) as c:
+        c.download_variant(REPO, "Q4_K_M")
+    new = hub.add_repo(REPO, dict(FILES, **{"tiny-Q8_0.gguf": FILES["tiny-Q8_0.gguf"] + b"v2"}), commit="d" * 40)
+    p = run_hf(hub, cache_dir, f"""
+import huggingface_hub as h
+print(h.hf_hub_download({REPO!r}, "tiny-Q8_0.gguf"))
+""")
+    assert new in p
+    with open_cache(hub, cache_dir, offline=True) as c:
+        m = c.manifest(REPO)
+        assert m["commit"] == new and m["source"] == "snapshot"
+        assert c.download_variant(REPO, "Q8_0") == p
+
+
 @pytest.mark.parametrize("offline", [False, True])
 def test_manifest_of_a_never_scanned_repo_is_not_found(hub, cache_dir, offline):
     with open_cache(hub, cache_dir, offline=offline) as c:
