@@ -172,8 +172,10 @@ impl Cache {
         layout::validate_token(&blob, "blob name")?;
         // huggingface_hub's order: snapshot folder and ref before the blob, so a
         // failed download leaves a repo its `scan_cache_dir` accepts.
-        let snap = self.repo_dir(repo).join("snapshots").join(&m.commit);
-        fs::create_dir_all(&snap).map_err(|e| Error::io("create directory", &snap, e))?;
+        create_dirs_nofollow(
+            &self.root,
+            &[&layout::repo_folder(repo), "snapshots", &m.commit],
+        )?;
         if !is_commit_hash(&m.revision) {
             self.write_ref(repo, &m.revision, &m.commit)?;
         }
@@ -460,6 +462,33 @@ impl Cache {
         );
         Ok(())
     }
+}
+
+/// Create `base/a/b/…` one level at a time, refusing any existing level that is not a
+/// real directory (a planted symlink would send the folders outside the cache).
+fn create_dirs_nofollow(base: &Path, parts: &[&str]) -> Result<()> {
+    let mut p = base.to_path_buf();
+    for part in parts {
+        p.push(part);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "{} is not a directory (a symlink?); refusing to write through it",
+                        p.display()
+                    ),
+                ))
+            }
+            Err(_) => match fs::create_dir(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && p.is_dir() => {}
+                Err(e) => return Err(Error::io("create directory", &p, e)),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// A cached file whose length differs from the hub's is damaged. Only the length is

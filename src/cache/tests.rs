@@ -1151,6 +1151,15 @@ fn scan_leaves_the_repo_folder_alone() {
     assert_eq!(fs::read_to_string(dir.join("refs/main")).unwrap(), COMMIT);
     c.delete_repo("org/model").unwrap();
     assert!(!dir.exists() && !root.join(".locks/.tabagent/models--org--model").exists());
+    // The snapshot folder made before the download never goes through a planted link.
+    hub.set(|s| s.corrupt = false);
+    let outside = tmpdir("snaplink");
+    fs::create_dir_all(&outside).unwrap();
+    fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("snapshots")).unwrap();
+    c.download_file("org/model", "main", Q4, &mut go())
+        .unwrap_err();
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
 }
 
 #[test]
