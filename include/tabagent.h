@@ -23,6 +23,12 @@
 
 
 /**
+ * Longest file name (one path component) in bytes on common file systems (ext4,
+ * XFS, btrfs, APFS).
+ */
+#define NAME_MAX 255
+
+/**
  * Version of this library (also `ta_version()`).
  * (Literals so cbindgen can emit them; a test keeps them equal to Cargo.toml.)
  */
@@ -735,8 +741,12 @@ ta_status ta_cache_root(const ta_cache *cache, char **out_path);
  * List a repo's files through the hub API, resolve `revision` (NULL = "main") to a
  * commit, and group GGUF files by quantisation (split shards as one variant,
  * projector files apart), each variant with its total size and status
- * ("available" / "partial" / "downloaded"). The manifest is saved in the cache
- * (see `ta_cache_manifest`). `*out_json` is owned: free with `ta_string_free`.
+ * ("available" / "partial" / "downloaded"). Files whose names cannot be used
+ * safely (`..`, a part over 255 bytes, …) are left out and listed in `refused`
+ * (`{path, reason}`, also logged as warnings); the others stay usable. The manifest
+ * is saved under `<root>/.locks/.tabagent/` (see `ta_cache_manifest`); a scan
+ * writes nothing into the repo's `models--*` folder, and moves no ref.
+ * `*out_json` is owned: free with `ta_string_free`.
  *
  * # Safety
  * Pointers must be valid.
@@ -747,8 +757,12 @@ ta_status ta_cache_scan(const ta_cache *cache,
                         char **out_json);
 
 /**
- * The last saved manifest of `repo` at `revision` with statuses as they are now,
- * without the network (works offline). `TA_ERR_NOT_FOUND` when never scanned.
+ * The manifest of `repo` at `revision` with statuses as they are now, without the
+ * network (works offline). A branch means the commit its cached ref names, else its
+ * last scan. Never scanned but files cached (e.g. by huggingface_hub): derived from
+ * the snapshot, with `"source": "snapshot"` (only cached files and missing shards of
+ * split variants are listed) instead of `"hub"`. `TA_ERR_NOT_FOUND`, online and
+ * offline alike, when it was never scanned and nothing of it is cached.
  *
  * # Safety
  * Pointers must be valid.

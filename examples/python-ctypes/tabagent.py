@@ -1017,11 +1017,13 @@ class Cache(_Handle):
         return _take_string(out)
 
     def scan(self, repo: str, revision: str = "main") -> dict:
-        """List the repo's files and group GGUFs by quantisation (network)."""
+        """List the repo's files and group GGUFs by quantisation (network). Names that
+        cannot be used safely are left out and listed in ``refused``."""
         return self._json(_cache_scan, repo.encode(), revision.encode())
 
     def manifest(self, repo: str, revision: str = "main") -> dict:
-        """The last scanned manifest with current statuses (no network)."""
+        """The manifest with current statuses (no network): the last scan, or derived
+        from the cached snapshot (``source == "snapshot"``); NotFoundError if neither."""
         return self._json(_cache_manifest, repo.encode(), revision.encode())
 
     def _download(self, fn, args, progress):

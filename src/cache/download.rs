@@ -43,7 +43,7 @@ impl Cache {
     ) -> Result<PathBuf> {
         Cache::check(repo, rev)?;
         validate_rel_path(path, "file path")?;
-        if let Some(c) = self.local_commit(repo, rev) {
+        if let Some(c) = self.download_commit(repo, rev) {
             // Lengths from the manifest of the very commit the file was cached from:
             // a branch's newer manifest may list a different size.
             let size = || {
@@ -51,6 +51,7 @@ impl Cache {
                 m.file(path)?.size
             };
             if let Some(p) = self.cached_intact(repo, &c, path, size)? {
+                self.follow_ref(repo, rev, &c);
                 return Ok(p);
             }
         }
@@ -72,7 +73,8 @@ impl Cache {
     ) -> Result<Vec<PathBuf>> {
         Cache::check(repo, rev)?;
         // Fully cached → no network at all.
-        if let Ok(m) = self.manifest(repo, rev) {
+        let mut missing = None;
+        if let Ok(m) = self.manifest_at(repo, rev, self.download_commit(repo, rev)) {
             if let Ok(v) = m.variant(quant) {
                 if v.status == VariantStatus::Downloaded {
                     let paths = v
@@ -81,13 +83,28 @@ impl Cache {
                         .map(|f| self.cached_intact(repo, &m.commit, f, || m.file(f)?.size))
                         .collect::<Result<Vec<_>>>()?;
                     if let Some(paths) = paths.into_iter().collect::<Option<Vec<_>>>() {
+                        self.follow_ref(repo, rev, &m.commit);
                         return Ok(paths);
                     }
                 }
+                let absent: Vec<&str> = v
+                    .files
+                    .iter()
+                    .filter(|f| self.cached_file(repo, &m.commit, f).is_none())
+                    .map(String::as_str)
+                    .collect();
+                missing = Some(absent.join(", "));
             }
         }
         if self.offline {
-            return Err(offline_err(repo, rev, quant));
+            // Name what is missing rather than the whole variant when part is cached.
+            return Err(match missing {
+                Some(files) if !files.is_empty() => Error::new(
+                    ErrorKind::Offline,
+                    format!("offline mode: {quant} of {repo}@{rev} is only partly cached; missing {files}"),
+                ),
+                _ => offline_err(repo, rev, quant),
+            });
         }
         let m = self.manifest_for_download(repo, rev)?;
         let v = m.variant(quant)?.clone();
@@ -95,6 +112,14 @@ impl Cache {
             .iter()
             .map(|p| self.fetch_file(&m, p, progress))
             .collect()
+    }
+
+    /// Online, a branch's ref follows the commit a cached file was served from, best
+    /// effort (the cache may be read-only), as huggingface_hub does.
+    fn follow_ref(&self, repo: &str, rev: &str, commit: &str) {
+        if !self.offline && !is_commit_hash(rev) {
+            let _ = self.write_ref(repo, rev, commit);
+        }
     }
 
     /// A commit's file list never changes, so a saved one is reused; a branch is
@@ -113,6 +138,7 @@ impl Cache {
         validate_rel_path(path, "file path")?;
         let entry = m.file(path);
         if let Some(p) = self.cached_intact(repo, &m.commit, path, || entry?.size)? {
+            self.follow_ref(repo, &m.revision, &m.commit);
             return Ok(p);
         }
         if self.offline {
@@ -145,12 +171,16 @@ impl Cache {
             }
         };
         layout::validate_token(&blob, "blob name")?;
-        // Made without following symlinks: a planted `blobs` link would send every
-        // write below to its target.
-        let blobs = layout::create_dirs_nofollow(
-            &self.root,
-            &Path::new(&layout::repo_folder(repo)).join("blobs"),
-        )?;
+        // huggingface_hub's order: snapshot folder and ref before the blob, so a
+        // failed download leaves a repo its `scan_cache_dir` accepts. Every folder is
+        // made without following symlinks: a planted link would send writes to its
+        // target.
+        let repo_rel = PathBuf::from(layout::repo_folder(repo));
+        layout::create_dirs_nofollow(&self.root, &repo_rel.join("snapshots").join(&m.commit))?;
+        if !is_commit_hash(&m.revision) {
+            self.write_ref(repo, &m.revision, &m.commit)?;
+        }
+        let blobs = layout::create_dirs_nofollow(&self.root, &repo_rel.join("blobs"))?;
         let blob_path = blobs.join(&blob);
         let lock_path = blobs.join(format!("{blob}.lock"));
         let inc_path = blobs.join(format!("{blob}.incomplete"));

@@ -70,6 +70,11 @@ pub fn validate_rel_path(path: &str, what: &str) -> Result<()> {
         if comp.is_empty() || comp == "." || comp == ".." {
             return bad("empty, `.` or `..` component");
         }
+        // Refused up front: the file system would refuse it only after the blob was
+        // downloaded, leaving it orphaned.
+        if comp.len() > NAME_MAX {
+            return bad("a name part is longer than the 255 bytes file systems allow");
+        }
     }
     // Belt and braces: std's view must agree that every component is a plain name.
     if !Path::new(path)
@@ -326,6 +331,10 @@ pub fn hash_reader(r: &mut dyn Read, h: &mut dyn FnMut(&[u8]), limit: u64) -> st
     Ok(done)
 }
 
+/// Longest file name (one path component) in bytes on common file systems (ext4,
+/// XFS, btrfs, APFS).
+pub const NAME_MAX: usize = 255;
+
 /// A unique sibling name for temp files (pid + counter + time) so concurrent writers
 /// never share one.
 pub fn temp_sibling(path: &Path) -> PathBuf {
@@ -337,6 +346,12 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("tmp");
+    // Cut so that a name of NAME_MAX bytes still gets a temp name within NAME_MAX.
+    let mut cut = name.len().min(NAME_MAX - 64);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let name = &name[..cut];
     path.with_file_name(format!(".{name}.tmp-{}-{n}-{nanos}", std::process::id()))
 }
 

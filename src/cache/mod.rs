@@ -5,8 +5,14 @@
 //!     blobs/<sha256 or git etag>            file contents (+ .incomplete / .lock while downloading)
 //!     snapshots/<commit>/<path>             relative symlinks to ../../blobs/<blob>
 //!     refs/<revision>                       commit hash, no newline
-//!     .tabagent/manifest-<rev>.json         last scan, so status works offline
+//! <root>/.locks/.tabagent/models--{org}--{name}/manifest-<rev>.json
+//!                                           last scan, so status works offline
 //! ```
+//!
+//! Only downloads write inside `models--*`, and in huggingface_hub's order (snapshot
+//! folder and ref first, then the blob, then the link), so its `scan_cache_dir` never
+//! sees a repo we left half made. Manifests live under `.locks/`, the one folder of the
+//! root that tool skips.
 //!
 //! Downloads are verified against the LFS sha256, resumable (`Range`), locked per blob
 //! across processes, and never leave a half blob or a dangling link under a final name.
@@ -206,10 +212,22 @@ impl Cache {
         self.root.join(repo_folder(repo))
     }
 
-    fn manifest_path(&self, repo: &str, rev: &str) -> PathBuf {
-        self.repo_dir(repo)
+    /// Where this repo's saved manifests live (see the module doc for why not inside
+    /// `models--*`).
+    fn manifest_dir(&self, repo: &str) -> PathBuf {
+        self.root
+            .join(".locks")
             .join(".tabagent")
-            .join(format!("manifest-{}.json", rev.replace('/', "%2F")))
+            .join(repo_folder(repo))
+    }
+
+    fn manifest_path(&self, repo: &str, rev: &str) -> PathBuf {
+        let mut name = format!("manifest-{}.json", rev.replace('/', "%2F"));
+        // A revision may be longer than a file name can be.
+        if name.len() > layout::NAME_MAX {
+            name = format!("manifest-sha256-{}.json", sha256_bytes(rev.as_bytes()));
+        }
+        self.manifest_dir(repo).join(name)
     }
 
     /// The commit `rev` points to, from the cache only.
@@ -233,41 +251,164 @@ impl Cache {
     pub fn scan(&self, repo: &str, revision: &str) -> Result<Manifest> {
         Cache::check(repo, revision)?;
         if self.offline {
-            return self.manifest(repo, revision);
+            return self.manifest(repo, revision).map_err(|e| match e.kind() {
+                ErrorKind::NotFound => Error::new(
+                    ErrorKind::Offline,
+                    format!(
+                        "offline mode: cannot scan {repo}@{revision}: {}",
+                        e.message()
+                    ),
+                ),
+                _ => e,
+            });
         }
         let mut m = self.fetch_manifest(repo, revision)?;
         self.save_manifest(&m)?;
-        if !is_commit_hash(revision) {
-            self.write_ref(repo, revision, &m.commit)?;
-        }
+        // No ref is written: like huggingface_hub's listing calls, a scan changes
+        // nothing in `models--*`, so `main` keeps naming the commit whose files are
+        // cached until a download moves it.
         self.fill_status(&mut m);
         Ok(m)
     }
 
-    /// The last saved manifest for `repo@revision` (no network), statuses refreshed.
+    /// The manifest of `repo@revision` from the cache alone, statuses refreshed. A
+    /// branch means the commit its cached ref names (what offline downloads resolve
+    /// to), else its last scan. With no saved manifest, it is derived from the
+    /// snapshot (files that huggingface_hub downloaded, say); `NotFound` (in every
+    /// mode) when nothing of it is known.
     pub fn manifest(&self, repo: &str, revision: &str) -> Result<Manifest> {
         Cache::check(repo, revision)?;
-        let mut candidates = vec![self.manifest_path(repo, revision)];
-        if let Some(c) = self.local_commit(repo, revision) {
-            candidates.push(self.manifest_path(repo, &c));
+        self.manifest_at(repo, revision, self.local_commit(repo, revision))
+    }
+
+    /// The commit a download of `rev` means: online, a branch's last scan when it is
+    /// newer than the cached ref (a scan moves no ref, and huggingface_hub may have
+    /// moved the ref since); otherwise the cached ref, as huggingface_hub resolves it
+    /// offline.
+    pub(crate) fn download_commit(&self, repo: &str, rev: &str) -> Option<String> {
+        let cached = self.local_commit(repo, rev);
+        if self.offline || is_commit_hash(rev) {
+            return cached;
         }
-        for p in candidates {
-            if let Ok(text) = fs::read_to_string(&p) {
-                let mut m = Manifest::from_json(&text).map_err(|e| e.context(p.display()))?;
-                m.revision = revision.to_string();
-                self.fill_status(&mut m);
-                return Ok(m);
+        let scan_path = self.manifest_path(repo, rev);
+        let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        let ref_time = mtime(&self.repo_dir(repo).join("refs").join(rev));
+        if cached.is_some() && ref_time >= mtime(&scan_path) {
+            return cached;
+        }
+        fs::read_to_string(&scan_path)
+            .ok()
+            .and_then(|t| Manifest::from_json(&t).ok())
+            .map(|m| m.commit)
+            .or(cached)
+    }
+
+    /// [`Cache::manifest`] for `revision` taken to mean `commit`.
+    pub(crate) fn manifest_at(
+        &self,
+        repo: &str,
+        revision: &str,
+        commit: Option<String>,
+    ) -> Result<Manifest> {
+        let read = |name: &str| -> Result<Option<Manifest>> {
+            let p = self.manifest_path(repo, name);
+            match fs::read_to_string(&p) {
+                Ok(text) => Manifest::from_json(&text)
+                    .map(Some)
+                    .map_err(|e| e.context(p.display())),
+                Err(_) => Ok(None),
+            }
+        };
+        let done = |mut m: Manifest| {
+            m.revision = revision.to_string();
+            self.fill_status(&mut m);
+            Ok(m)
+        };
+        let by_name = read(revision)?;
+        if let Some(c) = &commit {
+            if let Some(m) = read(c)? {
+                return done(m);
+            }
+            // The branch's last scan only if it names the same commit: the ref may
+            // have moved since (huggingface_hub downloading a newer commit).
+            if let Some(m) = by_name.clone().filter(|m| &m.commit == c) {
+                return done(m);
+            }
+            if let Some(m) = self.manifest_from_snapshot(repo, revision, c) {
+                return done(m);
             }
         }
-        let kind = if self.offline {
-            ErrorKind::Offline
-        } else {
-            ErrorKind::NotFound
-        };
-        Err(Error::new(
-            kind,
-            format!("no saved manifest for {repo}@{revision}: scan it while online first"),
-        ))
+        if let Some(m) = by_name {
+            return done(m);
+        }
+        Err(Error::not_found(format!(
+            "{repo}@{revision} was never scanned and nothing of it is cached: scan it while online first"
+        )))
+    }
+
+    /// What `snapshots/<commit>` holds, as a manifest (`from_snapshot`). Shards missing
+    /// from a split variant are listed too, so it shows as partial and names them.
+    fn manifest_from_snapshot(&self, repo: &str, rev: &str, commit: &str) -> Option<Manifest> {
+        let dir = self.repo_dir(repo);
+        let snap = dir.join("snapshots").join(commit);
+        if !snap.is_dir() {
+            return None;
+        }
+        let mut files = Vec::new();
+        walk_files(&snap, &mut |p| {
+            let Some(rel) = p.strip_prefix(&snap).ok().and_then(Path::to_str) else {
+                return;
+            };
+            // Our own temp links (`layout::temp_sibling`) are not files of the repo.
+            let base = rel.rsplit('/').next().unwrap_or(rel);
+            if (base.starts_with('.') && base.contains(".tmp-"))
+                || validate_rel_path(rel, "cached file").is_err()
+            {
+                return;
+            }
+            let Some(real) = resolve_inside(p, &dir) else {
+                return;
+            };
+            let blob = real
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string);
+            let (sha256, blob_id) = match blob {
+                Some(b) if is_sha256_hex(&b) => (Some(b.to_ascii_lowercase()), None),
+                b => (None, b),
+            };
+            files.push(ManifestFile {
+                path: rel.to_string(),
+                size: fs::metadata(&real).ok().map(|m| m.len()),
+                sha256,
+                blob_id,
+            });
+        });
+        if files.is_empty() {
+            return None;
+        }
+        let mut missing = BTreeSet::new();
+        for f in &files {
+            if let Some((_, n)) = quant::strip_shard(&f.path).1 {
+                // "-00001-of-00003.gguf" is 20 bytes.
+                let (stem, ext) = (&f.path[..f.path.len() - 20], &f.path[f.path.len() - 5..]);
+                for i in 1..=n.min(9999) {
+                    let p = format!("{stem}-{i:05}-of-{n:05}{ext}");
+                    if !files.iter().any(|g| g.path == p) {
+                        missing.insert(p);
+                    }
+                }
+            }
+        }
+        files.extend(missing.into_iter().map(|path| ManifestFile {
+            path,
+            size: None,
+            sha256: None,
+            blob_id: None,
+        }));
+        let mut m = Manifest::new(repo, rev, commit, files);
+        m.from_snapshot = true;
+        Some(m)
     }
 
     fn save_manifest(&self, m: &Manifest) -> Result<()> {
@@ -318,12 +459,17 @@ impl Cache {
             .to_string();
         layout::validate_token(&commit, "commit")?;
         let mut files = Vec::new();
+        let mut refused = Vec::new();
         let mut need_tree = false;
         for s in v["siblings"].as_array().into_iter().flatten() {
             let Some(path) = s["rfilename"].as_str() else {
                 continue;
             };
-            validate_rel_path(path, "file name from the hub")?;
+            // One hostile or unusable name costs only its own entry, not the repo.
+            if let Err(e) = validate_rel_path(path, "file name from the hub") {
+                refuse(&mut refused, repo, path, e);
+                continue;
+            }
             let sha256 = s["lfs"]["sha256"].as_str().map(str::to_ascii_lowercase);
             let size = s["size"].as_u64().or(s["lfs"]["size"].as_u64());
             need_tree |= size.is_none();
@@ -337,12 +483,19 @@ impl Cache {
         if need_tree {
             self.fill_from_tree(repo, &commit, &mut files)?;
         }
-        for f in &files {
-            if let Some(b) = &f.blob_id {
-                layout::validate_token(b, "blob id")?;
-            }
-        }
-        Ok(Manifest::new(repo, rev, &commit, files))
+        files.retain(|f| match &f.blob_id {
+            Some(b) => match layout::validate_token(b, "blob id") {
+                Ok(()) => true,
+                Err(e) => {
+                    refuse(&mut refused, repo, &f.path, e);
+                    false
+                }
+            },
+            None => true,
+        });
+        let mut m = Manifest::new(repo, rev, &commit, files);
+        m.refused = refused;
+        Ok(m)
     }
 
     /// Sizes and LFS hashes from the tree API (older hubs omit them in `siblings`);
@@ -489,14 +642,23 @@ impl Cache {
         })
     }
 
-    /// Remove a whole repo from the cache.
+    /// Remove a whole repo from the cache, with its saved manifests.
     pub fn delete_repo(&self, repo: &str) -> Result<()> {
         validate_repo_id(repo)?;
         let dir = self.repo_dir(repo);
-        if !dir.exists() {
+        let manifests = self.manifest_dir(repo);
+        if !dir.exists() && !manifests.exists() {
             return Err(Error::not_found(format!("{repo} is not in the cache")));
         }
-        fs::remove_dir_all(&dir).map_err(|e| Error::io("remove", &dir, e))
+        for d in [dir, manifests] {
+            match fs::remove_dir_all(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("remove", &d, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Remove one snapshot (by commit or ref name), the refs and saved manifests that
@@ -572,6 +734,15 @@ impl Cache {
         }
         Ok(out)
     }
+}
+
+/// Leave `path` out of a manifest, saying why in the log and in `Manifest::refused`.
+fn refuse(refused: &mut Vec<(String, String)>, repo: &str, path: &str, e: Error) {
+    crate::log::log(
+        crate::log::LogLevel::Warn,
+        &format!("{repo}: {e}; the other files are listed"),
+    );
+    refused.push((path.to_string(), e.message().to_string()));
 }
 
 /// Finished blobs: plain files in `blobs/` that are not `.incomplete`, `.lock` or temp.

@@ -138,6 +138,12 @@ pub struct Manifest {
     pub variants: Vec<Variant>,
     /// `mmproj` GGUF files (vision projectors), one entry each.
     pub projectors: Vec<Variant>,
+    /// Files the hub listed that were left out, with the reason (`..` in the name,
+    /// a name longer than file systems allow, …).
+    pub refused: Vec<(String, String)>,
+    /// Derived from the cached snapshot, not listed by the hub: only the files that
+    /// are cached (and missing shards of split variants) are known.
+    pub from_snapshot: bool,
 }
 
 impl Manifest {
@@ -192,6 +198,8 @@ impl Manifest {
             files,
             variants,
             projectors,
+            refused: Vec::new(),
+            from_snapshot: false,
         }
     }
 
@@ -250,6 +258,10 @@ impl Manifest {
             })).collect::<Vec<_>>(),
             "variants": self.variants.iter().map(variant).collect::<Vec<_>>(),
             "projectors": self.projectors.iter().map(variant).collect::<Vec<_>>(),
+            "refused": self.refused.iter().map(|(path, reason)| json!({
+                "path": path, "reason": reason,
+            })).collect::<Vec<_>>(),
+            "source": if self.from_snapshot { "snapshot" } else { "hub" },
         })
     }
 
@@ -275,12 +287,15 @@ impl Manifest {
                 })
             })
             .collect();
-        Ok(Manifest::new(
-            &s("repo_id")?,
-            &s("revision")?,
-            &s("commit")?,
-            files,
-        ))
+        let mut m = Manifest::new(&s("repo_id")?, &s("revision")?, &s("commit")?, files);
+        m.refused = v["refused"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r["path"].as_str()?.into(), r["reason"].as_str()?.into())))
+            .collect();
+        m.from_snapshot = v["source"].as_str() == Some("snapshot");
+        Ok(m)
     }
 }
 

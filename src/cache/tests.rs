@@ -744,8 +744,8 @@ fn hostile_names_refused() {
         .download_file("org/evil", "main", "../x", &mut go())
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArg);
-    let e = c.scan("org/evil", "main").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArg, "{e}");
+    let m = c.scan("org/evil", "main").unwrap();
+    assert!(m.files.is_empty() && m.refused.len() == 1, "{m:?}");
     // A snapshot link pointing outside the cache is not followed.
     let outside = tmpdir("outside");
     fs::create_dir_all(&outside).unwrap();
@@ -826,7 +826,7 @@ fn manifest_grouping_and_offline_status() {
     assert_eq!(j["variants"].as_array().unwrap().len(), 3);
     assert_eq!(j["commit"], COMMIT);
     assert!(root
-        .join("models--org--model/.tabagent/manifest-main.json")
+        .join(".locks/.tabagent/models--org--model/manifest-main.json")
         .is_file());
 
     let paths = c
@@ -1377,8 +1377,8 @@ fn short_body_is_resumed() {
     assert!(hub.saw_range(140_000), "{:?}", hub.requests());
 }
 
-/// Issue 10, item 3: `refs/` and the manifest folder planted as symlinks do not make a
-/// scan write outside the cache either.
+/// Issue 10, item 3: `refs/` and the manifest folder (`.locks/.tabagent`) planted as
+/// symlinks do not make a scan or a download write outside the cache either.
 #[test]
 fn planted_symlinks_for_refs_and_manifest_folder() {
     use std::os::unix::fs::symlink;
@@ -1389,10 +1389,140 @@ fn planted_symlinks_for_refs_and_manifest_folder() {
     let dir = root.join("models--org--model");
     fs::create_dir_all(&dir).unwrap();
     symlink(&outside, dir.join("refs")).unwrap();
-    symlink(&outside, dir.join(".tabagent")).unwrap();
+    symlink(&outside, root.join(".locks")).unwrap();
     let c = open(opts(&root, &hub));
     c.scan("org/model", "main").unwrap();
+    c.download_file("org/model", "main", Q4, &mut go()).unwrap();
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     assert!(fs::symlink_metadata(dir.join("refs")).unwrap().is_dir());
+    assert!(fs::symlink_metadata(root.join(".locks")).unwrap().is_dir());
     assert_eq!(fs::read_to_string(dir.join("refs/main")).unwrap(), COMMIT);
+}
+
+/// huggingface_hub's `scan_cache_dir` calls a `models--*` folder without `snapshots/`
+/// corrupt, and a ref to a commit without a snapshot too: a scan writes nothing there,
+/// and a failed download leaves what huggingface_hub's own would (snapshot folder and ref).
+#[test]
+fn scan_leaves_the_repo_folder_alone() {
+    let hub = std_hub(false);
+    let root = tmpdir("scanonly");
+    let c = open(opts(&root, &hub));
+    c.scan("org/model", "main").unwrap();
+    let dir = root.join("models--org--model");
+    assert!(!dir.exists(), "a scan created {}", dir.display());
+    let off = open(CacheOptions {
+        offline: Some(true),
+        ..opts(&root, &hub)
+    });
+    assert_eq!(off.manifest("org/model", "main").unwrap().commit, COMMIT);
+    hub.set(|s| s.corrupt = true);
+    c.download_file("org/model", "main", Q4, &mut go())
+        .unwrap_err();
+    assert!(dir.join("snapshots").join(COMMIT).is_dir());
+    assert_eq!(fs::read_to_string(dir.join("refs/main")).unwrap(), COMMIT);
+    c.delete_repo("org/model").unwrap();
+    assert!(!dir.exists() && !root.join(".locks/.tabagent/models--org--model").exists());
+    // The snapshot folder made before the download never goes through a planted link.
+    hub.set(|s| s.corrupt = false);
+    let outside = tmpdir("snaplink");
+    fs::create_dir_all(&outside).unwrap();
+    fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("snapshots")).unwrap();
+    // The link is replaced by a real folder, never followed.
+    c.download_file("org/model", "main", Q4, &mut go()).unwrap();
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(fs::symlink_metadata(dir.join("snapshots"))
+        .unwrap()
+        .is_dir());
+}
+
+#[test]
+fn one_hostile_name_refuses_only_itself() {
+    let long = format!("{}-Q4_0.gguf", "a".repeat(300));
+    let hub = FakeHub::start(
+        vec![repo(
+            "org/mixed",
+            vec![
+                lfs("../../evil.gguf", 1000, 1),
+                lfs(&long, 1 << 20, 2),
+                lfs("ok-Q8_0.gguf", 2000, 3),
+            ],
+        )],
+        false,
+    );
+    let root = tmpdir("mixed");
+    let c = open(opts(&root, &hub));
+    let m = c.scan("org/mixed", "main").unwrap();
+    let refused: Vec<&str> = m.refused.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(refused, ["../../evil.gguf", long.as_str()]);
+    assert!(m.refused[1].1.contains("255 bytes"), "{:?}", m.refused);
+    assert_eq!(m.variants.len(), 1);
+    let j: serde_json::Value = serde_json::from_str(&m.to_json()).unwrap();
+    assert_eq!(j["refused"][0]["path"], "../../evil.gguf");
+    let p = c
+        .download_variant("org/mixed", "main", "Q8_0", &mut go())
+        .unwrap();
+    assert_eq!(fs::read(&p[0]).unwrap(), data(2000, 3));
+    // The long name is refused before any byte is fetched: no orphan blob in stats.
+    let gets = hub.resolve_gets();
+    let e = c
+        .download_file("org/mixed", "main", &long, &mut go())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArg, "{e}");
+    assert_eq!(hub.resolve_gets(), gets);
+    assert_eq!(c.stats().unwrap().files, 1);
+    // The refusal survives the round trip through the saved manifest.
+    assert_eq!(c.manifest("org/mixed", "main").unwrap().refused.len(), 2);
+}
+
+/// Files another tool downloaded (no saved manifest) are usable offline, and a partly
+/// cached variant names what is missing, never what is there.
+#[test]
+fn offline_variant_without_a_saved_manifest() {
+    let hub = std_hub(false);
+    let root = tmpdir("derived");
+    let c = open(opts(&root, &hub));
+    let s1 = "model-Q6_K-00001-of-00002.gguf";
+    let s2 = "model-Q6_K-00002-of-00002.gguf";
+    for f in [s1, s2] {
+        c.download_file("org/model", "main", f, &mut go()).unwrap();
+    }
+    fs::remove_dir_all(root.join(".locks/.tabagent")).unwrap();
+    let off = open(CacheOptions {
+        offline: Some(true),
+        ..opts(&root, &hub)
+    });
+    let n = hub.requests().len();
+    let m = off.manifest("org/model", "main").unwrap();
+    assert!(m.from_snapshot);
+    assert_eq!(m.variant("Q6_K").unwrap().status, VariantStatus::Downloaded);
+    let ps = off
+        .download_variant("org/model", "main", "Q6_K", &mut go())
+        .unwrap();
+    assert!(ps[0].ends_with(s1) && ps[1].ends_with(s2));
+    fs::remove_file(&ps[1]).unwrap();
+    let m = off.manifest("org/model", "main").unwrap();
+    assert_eq!(m.variant("Q6_K").unwrap().status, VariantStatus::Partial);
+    let e = off
+        .download_variant("org/model", "main", "Q6_K", &mut go())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Offline, "{e}");
+    assert!(e.message().contains(s2) && !e.message().contains(s1), "{e}");
+    assert_eq!(hub.requests().len(), n);
+    // Never scanned, nothing cached: NotFound in both modes, as the header says.
+    for cache in [&c, &off] {
+        let e = cache.manifest("org/other", "main").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    }
+}
+
+#[test]
+fn long_revision_names_fit_the_manifest_file() {
+    let hub = std_hub(false);
+    let root = tmpdir("longrev");
+    let c = open(opts(&root, &hub));
+    let rev = format!("{}/{}", "b".repeat(200), "c".repeat(200));
+    let m = Manifest::new("org/model", &rev, COMMIT, vec![]);
+    c.save_manifest(&m).unwrap();
+    assert_eq!(c.manifest("org/model", &rev).unwrap().commit, COMMIT);
 }

@@ -48,7 +48,11 @@ def hub():
 
 @pytest.fixture
 def cache_dir(tmp_path):
-    return tmp_path / "hub-cache"
+    d = tmp_path / "hub-cache"
+    yield d
+    # Whatever a test did, huggingface_hub must not find the cache corrupt.
+    if d.exists():
+        assert hf_warnings(d) == []
 
 
 def open_cache(hub, cache_dir, **kw):
@@ -148,6 +152,166 @@ def test_scan_groups_quantisations_and_status_works_offline(hub, cache_dir):
         with pytest.raises(tabagent.TabagentError) as ei:
             c.download(REPO, "tiny-Q8_0.gguf")
         assert ei.value.status_name == "OFFLINE"
+
+
+def hf_warnings(cache_dir):
+    """What huggingface_hub's scan_cache_dir() finds wrong with the cache."""
+    h = pytest.importorskip("huggingface_hub")
+    return [str(w) for w in h.scan_cache_dir(cache_dir).warnings]
+
+
+def test_huggingface_hub_finds_nothing_corrupt_after_any_operation(hub, cache_dir):
+    def clean():
+        assert hf_warnings(cache_dir) == []
+
+    repo_dir = cache_dir / "models--tabagent-test--tiny-GGUF"
+    with open_cache(hub, cache_dir, retries=0) as c:
+        c.scan(REPO)
+        clean()
+        assert not repo_dir.exists(), "a scan must not write into models--*"
+        with pytest.raises(tabagent.NotFoundError):
+            c.manifest("org/gated")
+        clean()
+        hub.add_fault("tiny-Q8_0.gguf", "wrong_bytes")
+        with pytest.raises(tabagent.TabagentError) as ei:
+            c.download(REPO, "tiny-Q8_0.gguf")
+        assert ei.value.status_name == "CHECKSUM"
+        clean()
+        hub.add_fault("tiny-Q8_0.gguf", "drop_after:1000")
+        with pytest.raises(tabagent.TabagentError):
+            c.download(REPO, "tiny-Q8_0.gguf")
+        clean()
+        with pytest.raises(tabagent.NotFoundError):
+            c.download(REPO, "missing.gguf")
+        clean()
+        with pytest.raises(tabagent.TabagentError):
+            c.download("org/gated", "m-Q4_0.gguf")
+        clean()
+        c.download_variant(REPO, "F16")
+        c.download(REPO, "README.md")
+        clean()
+        assert c.verify() == []
+        c.stats(), c.list_repos(), c.manifest(REPO), c.snapshot_path(REPO, "README.md")
+        clean()
+        with pytest.raises(tabagent.CancelledError):
+            c.download(REPO, "tiny-Q4_K_M.gguf", progress=lambda f, d, t: False)
+        clean()
+    with open_cache(hub, cache_dir, offline=True) as c:
+        c.scan(REPO), c.manifest(REPO), c.has_file(REPO, "README.md"), c.download(REPO, "README.md")
+        c.download_variant(REPO, "F16")
+        with pytest.raises(tabagent.TabagentError):
+            c.download(REPO, "tiny-Q8_0.gguf")
+        with pytest.raises(tabagent.TabagentError):
+            c.download_variant(REPO, "Q4_K_M")
+        clean()
+    with open_cache(hub, cache_dir) as c:
+        c.delete_revision(REPO, "main")
+        clean()
+        c.download(REPO, "README.md")
+        c.delete_repo(REPO)
+        clean()
+
+
+def test_main_moving_on_the_hub_then_a_scan_keeps_the_cached_file_reachable(hub, cache_dir):
+    pytest.importorskip("huggingface_hub")
+    name = "tiny-Q4_K_M.gguf"
+    with open_cache(hub, cache_dir) as c:
+        p = c.download(REPO, name)
+    new = hub.add_repo(REPO, dict(FILES, **{name: FILES[name] + b"more"}), commit="c" * 40)
+    with open_cache(hub, cache_dir) as c:
+        assert c.scan(REPO)["commit"] == new
+    assert hf_warnings(cache_dir) == []
+    with open_cache(hub, cache_dir, offline=True) as c:
+        assert c.download(REPO, name) == p
+        assert c.manifest(REPO)["commit"] == commit_for(REPO)
+    hub.clear_log()
+    out = run_hf(hub, cache_dir, f"""
+import huggingface_hub as h
+print(h.hf_hub_download({REPO!r}, {name!r}, local_files_only=True))
+""")
+    assert out == p and open(p, "rb").read() == FILES[name]
+    assert not hub.requests
+    # Online, a download after the scan fetches what main is now; then both tools
+    # resolve main to the new commit.
+    with open_cache(hub, cache_dir) as c:
+        p2 = c.download(REPO, name)
+    assert new in p2 and open(p2, "rb").read() == FILES[name] + b"more"
+    assert hf_warnings(cache_dir) == []
+    with open_cache(hub, cache_dir, offline=True) as c:
+        assert c.download(REPO, name) == p2
+
+
+def test_one_hostile_name_refuses_only_that_entry(cache_dir):
+    long_name = "a" * 300 + "-Q4_0.gguf"
+    h = FakeHub(repos={"org/mixed": {"../../evil.gguf": b"evil", "ok-Q8_0.gguf": blob(4096, "ok"),
+                                     long_name: blob(1 << 20, "long")}})
+    h.start()
+    try:
+        with captured_log(tabagent.LOG_WARN) as warnings:
+            with tabagent.Cache(cache_dir, endpoint=h.url) as c:
+                m = c.scan("org/mixed")
+                assert [v["quant"] for v in m["variants"]] == ["Q8_0"]
+                assert [r["path"] for r in m["refused"]] == ["../../evil.gguf", long_name]
+                assert "255 bytes" in m["refused"][1]["reason"]
+                p = c.download_variant("org/mixed", "Q8_0")
+                assert open(p, "rb").read() == blob(4096, "ok")
+                # Too long for the file system: refused before a byte is fetched.
+                h.clear_log()
+                with pytest.raises(tabagent.InvalidArgumentError):
+                    c.download("org/mixed", long_name)
+                assert not h.requests
+                assert c.stats()["files"] == 1
+        assert any("evil.gguf" in w for w in warnings), warnings
+        assert hf_warnings(cache_dir) == []
+    finally:
+        h.stop()
+
+
+def test_variant_downloaded_by_huggingface_hub_works_offline(hub, cache_dir):
+    pytest.importorskip("huggingface_hub")
+    shards = ["tiny-F16-00001-of-00002.gguf", "tiny-F16-00002-of-00002.gguf"]
+    paths = run_hf(hub, cache_dir, f"""
+import huggingface_hub as h
+for f in {shards!r}:
+    print(h.hf_hub_download({REPO!r}, f))
+""").splitlines()
+    hub.clear_log()
+    with open_cache(hub, cache_dir, offline=True) as c:
+        assert all(c.has_file(REPO, f) for f in shards)
+        assert c.manifest(REPO)["source"] == "snapshot"
+        assert c.download_variant(REPO, "F16") == paths[0]
+        os.unlink(paths[1])
+        with pytest.raises(tabagent.TabagentError) as ei:
+            c.download_variant(REPO, "F16")
+        assert ei.value.status_name == "OFFLINE"
+        assert shards[1] in str(ei.value) and shards[0] not in str(ei.value), str(ei.value)
+    assert not hub.requests
+
+
+def test_variant_downloaded_by_huggingface_hub_after_main_moved_works_offline(hub, cache_dir):
+    # tabagent scanned an older commit of main; huggingface_hub then fetched a variant
+    # at the newer one. The older manifest must not hide it.
+    pytest.importorskip("huggingface_hub")
+    with open_cache(hub, cache_dir) as c:
+        c.download_variant(REPO, "Q4_K_M")
+    new = hub.add_repo(REPO, dict(FILES, **{"tiny-Q8_0.gguf": FILES["tiny-Q8_0.gguf"] + b"v2"}), commit="d" * 40)
+    p = run_hf(hub, cache_dir, f"""
+import huggingface_hub as h
+print(h.hf_hub_download({REPO!r}, "tiny-Q8_0.gguf"))
+""")
+    assert new in p
+    with open_cache(hub, cache_dir, offline=True) as c:
+        m = c.manifest(REPO)
+        assert m["commit"] == new and m["source"] == "snapshot"
+        assert c.download_variant(REPO, "Q8_0") == p
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_manifest_of_a_never_scanned_repo_is_not_found(hub, cache_dir, offline):
+    with open_cache(hub, cache_dir, offline=offline) as c:
+        with pytest.raises(tabagent.NotFoundError):
+            c.manifest(REPO)
+    assert not hub.requests
 
 
 def test_dropped_connection_resumes_with_range(hub, cache_dir):
