@@ -155,7 +155,10 @@ impl Hub {
                 }
                 Err(ureq::Error::Transport(t)) => {
                     return Err(Failure {
-                        err: Error::new(ErrorKind::Network, format!("{method} {url}: {t}")),
+                        err: Error::new(
+                            ErrorKind::Network,
+                            format!("{method} {url}: {}", transport_text(&t)),
+                        ),
                         retryable: true,
                     })
                 }
@@ -244,6 +247,21 @@ impl Hub {
 }
 
 /// `elsewhere`: the origin that answered, when it is not the hub's (a redirect target).
+/// A transport error without its URL (ureq's Display starts with it, and the
+/// message already names the request).
+fn transport_text(t: &ureq::Transport) -> String {
+    let mut s = t.kind().to_string();
+    if let Some(m) = t.message() {
+        s.push_str(": ");
+        s.push_str(m);
+    }
+    if let Some(src) = std::error::Error::source(t) {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+    }
+    s
+}
+
 fn map_status(code: u16, r: &ureq::Response, ctx: &Ctx, elsewhere: Option<&str>) -> Failure {
     let xcode = r.header("x-error-code").unwrap_or("").to_string();
     let xmsg = r.header("x-error-message").unwrap_or("").to_string();

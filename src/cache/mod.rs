@@ -560,7 +560,11 @@ impl Cache {
                 .find(|f| f.path == p)
                 .and_then(|f| f.blob_name())
                 .is_some_and(|b| {
-                    blobs.join(format!("{b}.incomplete")).exists() || blobs.join(b).exists()
+                    // An empty `.incomplete` (a process killed before its first byte)
+                    // holds nothing to resume: not "partial".
+                    let started = fs::metadata(blobs.join(format!("{b}.incomplete")))
+                        .is_ok_and(|m| m.len() > 0);
+                    started || blobs.join(b).exists()
                 });
             (done, partial)
         };

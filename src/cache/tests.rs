@@ -1526,3 +1526,61 @@ fn long_revision_names_fit_the_manifest_file() {
     c.save_manifest(&m).unwrap();
     assert_eq!(c.manifest("org/model", &rev).unwrap().commit, COMMIT);
 }
+
+/// Issue 10, item 10: a connection failure names the URL once, not twice.
+#[test]
+fn network_errors_name_the_url_once() {
+    let root = tmpdir("url-once");
+    // A port nothing listens on: bind one, then close it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = Cache::open_env(
+        CacheOptions {
+            root: Some(root.clone()),
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            offline: Some(false),
+            retries: 0,
+            ..CacheOptions::default()
+        },
+        &|_| None,
+    )
+    .unwrap();
+    let e = c.scan("org/model", "main").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+    let url = format!("127.0.0.1:{port}");
+    assert_eq!(e.message().matches(&url).count(), 1, "{}", e.message());
+}
+
+/// Issue 10, item 6: an empty `.incomplete` (a process killed before its first
+/// byte) does not make a variant look "partial".
+#[test]
+fn an_empty_incomplete_is_not_partial() {
+    let hub = std_hub(false);
+    let root = tmpdir("empty-inc");
+    let c = open(opts(&root, &hub));
+    let m = c.scan("org/model", "main").unwrap();
+    let f = m.files.iter().find(|f| f.path == Q4).unwrap();
+    let blob = f.blob_name().unwrap().to_string();
+    let blobs = root.join("models--org--model/blobs");
+    fs::create_dir_all(&blobs).unwrap();
+    fs::write(blobs.join(format!("{blob}.incomplete")), b"").unwrap();
+    let v = |m: &Manifest| {
+        m.variants
+            .iter()
+            .find(|v| v.files.iter().any(|p| p == Q4))
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        v(&c.manifest("org/model", "main").unwrap()),
+        VariantStatus::Available
+    );
+    fs::write(blobs.join(format!("{blob}.incomplete")), b"abc").unwrap();
+    assert_eq!(
+        v(&c.manifest("org/model", "main").unwrap()),
+        VariantStatus::Partial
+    );
+}
