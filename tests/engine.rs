@@ -376,3 +376,38 @@ fn chat_with_a_template_named_for_the_call() {
         assert_eq!(r.n_generated, 2, "{t}");
     }
 }
+
+/// A context above the model's training context is allowed, and says so in the
+/// log; the size in use is the rounded one `n_ctx()` reports.
+#[test]
+fn n_ctx_above_training_is_logged_and_rounded() {
+    use std::sync::Mutex;
+    use tabagent::gguf::testgen;
+    use tabagent::log::{set_sink, LogLevel};
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    set_sink(
+        Some(Box::new(move |_, m| l2.lock().unwrap().push(m.to_string()))),
+        LogLevel::Warn,
+    );
+    let m = Model::load_from_buffer(
+        &testgen::tiny_llama().build(),
+        &ModelParams::default(),
+        None,
+    )
+    .unwrap();
+    let cp = ContextParams {
+        n_ctx: 300,
+        ..Default::default()
+    };
+    let c = Context::new(Arc::new(m), &cp).unwrap();
+    set_sink(None, LogLevel::Warn);
+    assert_eq!(c.n_ctx(), 512);
+    let lines = lines.lock().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("n_ctx 300") && l.contains("training context 256")),
+        "{lines:?}"
+    );
+}
