@@ -993,13 +993,7 @@ fn flip_cases(out: &mut Vec<Case>, real: Option<&tabagent::gguf::GgufInfo>) {
         out.push(case("valid", "tiny-with-real-vocab", Expect::Loads, &b));
         bases.push(("realvocab", b));
     }
-    let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = testgen::xorshift(0x2545_F491_4F6C_DD1D);
     for (label, base) in bases {
         let (bytes, layout) = base.build_with_layout();
         let meta = layout.data_offset;
@@ -1014,7 +1008,7 @@ fn flip_cases(out: &mut Vec<Case>, real: Option<&tabagent::gguf::GgufInfo>) {
             let flips = 1 + (next() % 3) as usize;
             for _ in 0..flips {
                 // Half the flips land in the first 2 KiB (counts, hparams, types).
-                let span = if next() % 2 == 0 {
+                let span = if next().is_multiple_of(2) {
                     meta.min(2048)
                 } else {
                     meta

@@ -104,15 +104,8 @@ fn reply(status: u16, headers: Vec<(&str, String)>, body: Vec<u8>) -> Reply {
 }
 
 fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut next = crate::gguf::testgen::seeded(seed);
+    (0..n).map(|_| next() as u8).collect()
 }
 
 fn listen(st: Arc<Mutex<State>>, cdn: bool) -> String {

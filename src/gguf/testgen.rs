@@ -251,16 +251,27 @@ pub fn gpt2_byte_char(b: u8) -> char {
     char::from_u32(256 + n).expect("in range")
 }
 
-/// A few deterministic pseudo-random weights in [-0.5, 0.5) (xorshift).
+/// A deterministic xorshift64 stream starting from `state` (must not be 0): test
+/// data that repeats run after run.
+pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// The xorshift stream for a small seed (spread, and made non-zero).
+pub fn seeded(seed: u64) -> impl FnMut() -> u64 {
+    xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+}
+
+/// A few deterministic pseudo-random weights in [-0.5, 0.5).
 pub fn weights(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = seeded(seed);
     (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
+        .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
         .collect()
 }
 
