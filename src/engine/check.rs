@@ -49,8 +49,7 @@ pub struct CheckReport {
 /// child's own status, e.g. `OutOfMemory` when the limit stopped it) naming the
 /// file and the reason.
 pub fn check_model(path: &Path, params: &ModelParams, limits: &CheckLimits) -> Result<CheckReport> {
-    let info = crate::gguf::open_model(path)?;
-    crate::gguf::semantic::check(&info, &path.display().to_string(), params.vocab_only)?;
+    let info = crate::gguf::open_checked(path, params.vocab_only)?;
     check_validated(
         path,
         &path.display().to_string(),
@@ -279,15 +278,11 @@ pub fn run_probe(
         nap = (nap * 2).min(Duration::from_millis(10));
     }
     let elapsed_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let (stdout, stderr) = if reaped {
-        (
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-        )
-    } else if timed_out {
+    // A child that exited (reaped here or elsewhere) has closed its pipes, so the
+    // readers finish; one still stuck after the kill may hold them open forever.
+    let (stdout, stderr) = if timed_out && !reaped {
         (String::new(), String::new())
     } else {
-        // Unreaped but exited (ECHILD): its pipes close, so the readers finish.
         (
             out.join().unwrap_or_default(),
             err.join().unwrap_or_default(),

@@ -454,8 +454,8 @@ impl Context {
         let mut buf = chunk.to_vec();
         let mut rc = 0;
         // SAFETY: batch_get_one borrows `buf` for the decode call only.
-        let what = format!("{}: decode failed", self.model.source());
-        let caught = shim::guard(ErrorKind::Backend, &what, |e, el| unsafe {
+        let what = format_args!("{}: decode failed", self.model.source());
+        let caught = shim::guard(ErrorKind::Backend, what, |e, el| unsafe {
             let batch = sys::llama_batch_get_one(buf.as_mut_ptr(), buf.len() as i32);
             shim::tas_decode(self.ptr.as_ptr(), batch, &mut rc, e, el)
         });

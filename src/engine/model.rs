@@ -144,9 +144,8 @@ impl Model {
     ) -> Result<Model> {
         // Validate every byte llama.cpp will parse before it sees the file: a hostile
         // GGUF can make it abort() the host process.
-        let gguf = crate::gguf::open_model(path)?;
+        let gguf = crate::gguf::open_checked(path, params.vocab_only)?;
         let shown = path.display().to_string();
-        crate::gguf::semantic::check(&gguf, &shown, params.vocab_only)?;
         if let Some(limits) = &params.check {
             super::check::check_validated(path, &shown, gguf.file_size, params, limits)?;
         }

@@ -115,7 +115,9 @@ const ERR_LEN: usize = 1024;
 /// whatever llama.cpp logged during the call.
 pub(crate) fn guard(
     kind: ErrorKind,
-    what: &str,
+    // Any Display: the decode path names itself with format_args!, so the
+    // per-token call allocates nothing unless it fails.
+    what: impl std::fmt::Display,
     call: impl FnOnce(*mut c_char, usize) -> c_int,
 ) -> Result<()> {
     let mut err = [0 as c_char; ERR_LEN];

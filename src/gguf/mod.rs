@@ -974,6 +974,14 @@ pub fn open_model(path: &Path) -> Result<GgufInfo> {
     Ok(info)
 }
 
+/// [`open_model`], then the semantic rules: everything checked before llama.cpp
+/// is allowed to see a file (`vocab_only`: the rules for a vocabulary-only load).
+pub fn open_checked(path: &Path, vocab_only: bool) -> Result<GgufInfo> {
+    let info = open_model(path)?;
+    semantic::check(&info, &path.display().to_string(), vocab_only)?;
+    Ok(info)
+}
+
 /// Builders of small GGUF images for tests (here and in integration tests).
 #[doc(hidden)]
 pub mod testgen;
