@@ -70,6 +70,8 @@ test-python: build
 
 test-examples: examples
 	./examples/c/build/chat "$(TABAGENT_TEST_MODEL)" "What is 2+2?" 16 | grep -q .
+	./examples/c/build/parallel "$(TABAGENT_TEST_MODEL)" "What is 2+2?" "Name a colour." "What is the sun?" "Say hello." | grep -c "^A[1-4]: ." | grep -qx 4
+	$(PY) examples/python-ctypes/parallel.py "$(TABAGENT_TEST_MODEL)" "What is 2+2?" "Name a colour." "What is the sun?" "Say hello." | grep -c "^A[1-4]: ." | grep -qx 4
 	$(PY) examples/python-ctypes/demo.py "$(TABAGENT_TEST_MODEL)" "What is 2+2?" | grep -q .
 	./examples/c/build/info "$(TABAGENT_TEST_MODEL)" 2048 | grep -q "^Fit"
 	./examples/c/build/info --json | $(PY) -c 'import json,sys; d=json.load(sys.stdin); assert d["cpu"]["logical_cores"] > 0'

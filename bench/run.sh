@@ -11,8 +11,12 @@ inc=$(dirname "$(ls -t target/release/build/llama-cpp-sys-2-*/out/include/llama.
 mkdir -p build/bench
 cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -I"$inc" bench/bench.c -o build/bench/bench \
     target/release/libtabagent.a -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -I"$inc" bench/bench_parallel.c -o build/bench/bench_parallel \
+    target/release/libtabagent.a -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl
 echo "model=$(basename "$model")"
 build/bench/bench "$model" "$threads"
+# Sequences (issue 11): N conversations on one context vs a batched llama.h loop.
+build/bench/bench_parallel "$model" "$threads"
 PY=python3
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 "$PY" bench/bench_py.py

@@ -29,6 +29,11 @@
 #define NAME_MAX 255
 
 /**
+ * llama.cpp's LLAMA_MAX_SEQ.
+ */
+#define MAX_SEQ 256
+
+/**
  * Version of this library (also `ta_version()`).
  * (Literals so cbindgen can emit them; a test keeps them equal to Cargo.toml.)
  */
@@ -41,7 +46,7 @@
 /**
  * Bumped whenever a struct layout or a function signature changes.
  */
-#define TA_ABI_VERSION 2
+#define TA_ABI_VERSION 3
 
 /**
  * Log levels for `ta_set_log_callback`.
@@ -96,10 +101,13 @@
 typedef struct ta_cache ta_cache;
 
 /**
- * A context (KV cache + conversation state), opaque. Free with `ta_context_free`.
- * One thread at a time: a concurrent call gets `TA_ERR_BUSY`. The exceptions,
- * safe from any thread at any time: `ta_context_cancel`, `ta_context_n_ctx` and
- * `ta_context_tokenize` (which only reads the model).
+ * A context (KV cache for up to `n_seq_max` sequences, and the batch scheduler
+ * that decodes them together), opaque. Free with `ta_context_free`. Its own calls
+ * (`ta_context_generate`, `_chat`, `_reset`, `_state_*`) act on one sequence of its
+ * own, claimed on first use, and serve one thread at a time: a concurrent call
+ * gets `TA_ERR_BUSY`. Safe from any thread at any time: `ta_context_cancel`,
+ * `ta_context_n_*`, `ta_context_tokenize` (which only reads the model) and
+ * `ta_sequence_new`.
  */
 typedef struct ta_context ta_context;
 
@@ -115,6 +123,18 @@ typedef struct ta_hardware ta_hardware;
  * drops the caller's reference.
  */
 typedef struct ta_model ta_model;
+
+/**
+ * A sequence: one conversation in a context, with its own KV cells, token history,
+ * sampler and result, opaque. Create with `ta_sequence_new`, free with
+ * `ta_sequence_free`. Different sequences of one context may be used from
+ * different threads at the same time — their decodes share batches; one sequence
+ * serves one call at a time (a concurrent call gets `TA_ERR_BUSY`).
+ * `ta_sequence_cancel` and `ta_sequence_id` are safe from any thread at any time.
+ * A sequence keeps its context's KV cache (and model) alive: free the context and
+ * its sequences in any order.
+ */
+typedef struct ta_sequence ta_sequence;
 
 /**
  * Status code returned by every fallible function: `TA_OK` (0) or a `TA_ERR_*` code.
@@ -276,6 +296,19 @@ typedef struct {
    * Default sampling seed; `TA_SEED_DEFAULT` = random per call.
    */
   uint32_t seed;
+  /**
+   * Sequences (conversations) the context serves at once, 1..=256 (default 1).
+   * Sequences come from `ta_sequence_new`; the context's own calls use one too.
+   */
+  uint32_t n_seq_max;
+  /**
+   * false (default): each sequence gets its own KV stream of n_ctx / n_seq_max
+   * cells (`ta_context_n_ctx_seq`), and attends only over those — the faster
+   * layout when sequences decode together. true: one KV cache of n_ctx cells
+   * shared by all sequences, so a long conversation may use what short ones
+   * leave, at the cost of every sequence attending over every cell.
+   */
+  bool kv_unified;
 } ta_context_params;
 
 /**
@@ -344,6 +377,18 @@ typedef struct {
    * Needed for models whose file carries no template. Borrowed for the call.
    */
   const char *chat_template;
+  /**
+   * false (default): generation that fills the sequence's window stops with
+   * `TA_STOP_CONTEXT_FULL`. true: the oldest tokens after the first `n_keep`
+   * are dropped (half of them each time) and generation goes on; the result
+   * counts the shifts. Models whose memory cannot shift stop as with false.
+   */
+  bool context_shift;
+  /**
+   * Tokens at the start of the window a context shift never drops (e.g. the
+   * system prompt). Default 0.
+   */
+  uint32_t n_keep;
 } ta_gen_params;
 
 /**
@@ -372,6 +417,14 @@ typedef struct {
   uint32_t n_generated_tokens;
   double prompt_ms;
   double gen_ms;
+  /**
+   * Context shifts during the call (`ta_gen_params.context_shift`).
+   */
+  uint32_t n_shifts;
+  /**
+   * Tokens the shifts dropped from the window.
+   */
+  uint32_t n_shifted_tokens;
 } ta_gen_result;
 
 /**
@@ -989,12 +1042,45 @@ void ta_context_cancel(const ta_context *ctx);
 ta_status ta_context_reset(ta_context *ctx);
 
 /**
- * The context window in tokens (0 if `ctx` is NULL).
+ * The KV cache size in tokens, all sequences together (0 if `ctx` is NULL).
  *
  * # Safety
  * `ctx` must be NULL or a live context.
  */
 uint32_t ta_context_n_ctx(const ta_context *ctx);
+
+/**
+ * The window of one sequence in tokens: n_ctx / n_seq_max (rounded up to a
+ * multiple of 256), or n_ctx with `kv_unified` (0 if `ctx` is NULL).
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context.
+ */
+uint32_t ta_context_n_ctx_seq(const ta_context *ctx);
+
+/**
+ * How many sequences the context serves at once (0 if `ctx` is NULL).
+ *
+ * # Safety
+ * `ctx` must be NULL or a live context.
+ */
+uint32_t ta_context_n_seq_max(const ta_context *ctx);
+
+/**
+ * `ta_sequence_state_save` on the context's own sequence.
+ *
+ * # Safety
+ * `ctx` must be a live context; `path` NUL-terminated; `out_n_tokens` NULL or writable.
+ */
+ta_status ta_context_state_save(ta_context *ctx, const char *path, size_t *out_n_tokens);
+
+/**
+ * `ta_sequence_state_load` on the context's own sequence.
+ *
+ * # Safety
+ * `ctx` must be a live context; `path` NUL-terminated; `out_n_tokens` NULL or writable.
+ */
+ta_status ta_context_state_load(ta_context *ctx, const char *path, size_t *out_n_tokens);
 
 /**
  * `ta_model_tokenize` on the context's model.
@@ -1312,6 +1398,115 @@ ta_status ta_model_apply_chat_template(const ta_model *model,
                                        bool add_assistant,
                                        const char *template_,
                                        char **out_prompt);
+
+/**
+ * Claim a free sequence of `ctx`. `*out_seq` receives an owned sequence (free with
+ * `ta_sequence_free`). `TA_ERR_BUSY` when all `n_seq_max` sequences are taken
+ * (the context's own calls take one on first use). Safe from any thread.
+ *
+ * # Safety
+ * `ctx` must be a live context; `out_seq` writable.
+ */
+ta_status ta_sequence_new(const ta_context *ctx, ta_sequence **out_seq);
+
+/**
+ * Free a sequence: its KV cells are released for other sequences. NULL is a
+ * no-op. Must not race with a call on the same sequence; other sequences of the
+ * context may keep running.
+ *
+ * # Safety
+ * `seq` must come from `ta_sequence_new` and not be freed twice.
+ */
+void ta_sequence_free(ta_sequence *seq);
+
+/**
+ * `ta_context_generate` on this sequence.
+ *
+ * # Safety
+ * As for `ta_context_generate`.
+ */
+ta_status ta_sequence_generate(ta_sequence *seq,
+                               const char *prompt,
+                               const ta_gen_params *params,
+                               ta_text_callback callback,
+                               void *user_data,
+                               ta_gen_result *out_result);
+
+/**
+ * `ta_context_chat` on this sequence. A sequence that starts with the same tokens
+ * as another one of the context (a common system prompt) copies those KV cells
+ * instead of evaluating them again; `n_reused_tokens` counts them.
+ *
+ * # Safety
+ * As for `ta_context_chat`.
+ */
+ta_status ta_sequence_chat(ta_sequence *seq,
+                           const ta_chat_message *messages,
+                           size_t n_messages,
+                           const ta_gen_params *params,
+                           ta_text_callback callback,
+                           void *user_data,
+                           ta_gen_result *out_result);
+
+/**
+ * Stop the call running on `seq` (from any thread): it returns
+ * `TA_ERR_CANCELLED` at the end of the current batch step; other sequences go on.
+ * A no-op when nothing is running. NULL is a no-op.
+ *
+ * # Safety
+ * `seq` must be NULL or a live sequence.
+ */
+void ta_sequence_cancel(const ta_sequence *seq);
+
+/**
+ * Forget the sequence's KV cells: its next call evaluates its whole prompt.
+ *
+ * # Safety
+ * `seq` must be a live sequence.
+ */
+ta_status ta_sequence_reset(ta_sequence *seq);
+
+/**
+ * The sequence's id in its context, 0..n_seq_max (-1 if `seq` is NULL).
+ *
+ * # Safety
+ * `seq` must be NULL or a live sequence.
+ */
+int32_t ta_sequence_id(const ta_sequence *seq);
+
+/**
+ * The number of tokens the sequence holds in the KV cache. `TA_ERR_BUSY` while a
+ * call runs on it.
+ *
+ * # Safety
+ * `seq` must be a live sequence; `out_n` writable.
+ */
+ta_status ta_sequence_n_cached(const ta_sequence *seq, size_t *out_n);
+
+/**
+ * Save the sequence's tokens and KV cells to `path` (UTF-8, NUL-terminated),
+ * written whole through a temporary file beside it. The file names the model by a
+ * fingerprint of its GGUF (size, metadata, samples of the weights), not its path.
+ * `*out_n_tokens` (may be NULL) receives the number of tokens saved.
+ *
+ * # Safety
+ * `seq` must be a live sequence; `path` NUL-terminated; `out_n_tokens` NULL or writable.
+ */
+ta_status ta_sequence_state_save(const ta_sequence *seq, const char *path, size_t *out_n_tokens);
+
+/**
+ * Load a file written by `ta_sequence_state_save` (or `ta_context_state_save`)
+ * into this sequence, in this or another process, replacing what it held; the next
+ * call whose prompt starts with the restored tokens evaluates only what is new.
+ * A file from another model, a truncated or altered file (`TA_ERR_INVALID_ARG`)
+ * or one that does not fit the sequence's window (`TA_ERR_CONTEXT_FULL`) is
+ * refused, and the sequence is left empty. `*out_n_tokens` (may be NULL) receives
+ * the number of tokens restored.
+ *
+ * # Safety
+ * `seq` must be a live sequence; `path` NUL-terminated; `out_n_tokens` NULL or writable.
+ */
+ta_status ta_sequence_state_load(ta_sequence *seq, const char *path, size_t *out_n_tokens);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -37,7 +37,8 @@ from ctypes import (
     c_void_p,
 )
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Sequence as Sequence_
 
 __all__ = [
     "Hardware",
@@ -157,6 +158,8 @@ class _ContextParams(Structure):
         ("n_threads_batch", c_int32),
         ("flash_attn", c_int32),
         ("seed", c_uint32),
+        ("n_seq_max", c_uint32),
+        ("kv_unified", c_bool),
     ]
 
 
@@ -176,6 +179,8 @@ class _GenParams(Structure):
         ("n_stop", c_size_t),
         ("grammar", c_char_p),
         ("chat_template", c_char_p),
+        ("context_shift", c_bool),
+        ("n_keep", c_uint32),
     ]
 
 
@@ -187,6 +192,8 @@ class _GenResult(Structure):
         ("n_generated_tokens", c_uint32),
         ("prompt_ms", c_double),
         ("gen_ms", c_double),
+        ("n_shifts", c_uint32),
+        ("n_shifted_tokens", c_uint32),
     ]
 
 
@@ -253,6 +260,25 @@ _context_chat = _fn(
 _context_cancel = _fn("ta_context_cancel", None, c_void_p)
 _context_reset = _fn("ta_context_reset", c_int32, c_void_p)
 _context_n_ctx = _fn("ta_context_n_ctx", c_uint32, c_void_p)
+_context_n_ctx_seq = _fn("ta_context_n_ctx_seq", c_uint32, c_void_p)
+_context_n_seq_max = _fn("ta_context_n_seq_max", c_uint32, c_void_p)
+_context_state_save = _fn("ta_context_state_save", c_int32, c_void_p, c_char_p, POINTER(c_size_t))
+_context_state_load = _fn("ta_context_state_load", c_int32, c_void_p, c_char_p, POINTER(c_size_t))
+_sequence_new = _fn("ta_sequence_new", c_int32, c_void_p, POINTER(c_void_p))
+_sequence_free = _fn("ta_sequence_free", None, c_void_p)
+_sequence_generate = _fn(
+    "ta_sequence_generate", c_int32, c_void_p, c_char_p, POINTER(_GenParams), _TEXT_CB, c_void_p, POINTER(_GenResult)
+)
+_sequence_chat = _fn(
+    "ta_sequence_chat", c_int32, c_void_p, POINTER(_ChatMessage), c_size_t, POINTER(_GenParams), _TEXT_CB, c_void_p,
+    POINTER(_GenResult),
+)
+_sequence_cancel = _fn("ta_sequence_cancel", None, c_void_p)
+_sequence_reset = _fn("ta_sequence_reset", c_int32, c_void_p)
+_sequence_id = _fn("ta_sequence_id", c_int32, c_void_p)
+_sequence_n_cached = _fn("ta_sequence_n_cached", c_int32, c_void_p, POINTER(c_size_t))
+_sequence_state_save = _fn("ta_sequence_state_save", c_int32, c_void_p, c_char_p, POINTER(c_size_t))
+_sequence_state_load = _fn("ta_sequence_state_load", c_int32, c_void_p, c_char_p, POINTER(c_size_t))
 
 # ----------------------------------------------------------------------------- errors
 
@@ -350,7 +376,7 @@ def set_log_callback(fn: Optional[Callable[[int, str], None]], min_level: int = 
     _log_keepalive = cb
 
 
-_ABI = 2
+_ABI = 3
 if _abi_version() != _ABI:
     raise ImportError(f"libtabagent ABI {_abi_version()} does not match this wrapper ({_ABI})")
 
@@ -513,7 +539,7 @@ class Model(_Handle):
             _check(st)
             return list(buf[: n.value])
 
-    def detokenize(self, tokens: Sequence[int], remove_special: bool = False, unparse_special: bool = False) -> str:
+    def detokenize(self, tokens: Sequence_[int], remove_special: bool = False, unparse_special: bool = False) -> str:
         arr = (c_int32 * len(tokens))(*tokens)
         n = c_size_t()
         cap = len(tokens) * 8 + 16
@@ -565,6 +591,8 @@ class GenResult:
     n_generated_tokens: int
     prompt_ms: float
     gen_ms: float
+    n_shifts: int = 0
+    n_shifted_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -572,7 +600,7 @@ class GenResult:
 
 
 _GEN_KEYS = {"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
-             "penalty_last_n", "seed", "max_tokens", "stop", "grammar", "chat_template"}
+             "penalty_last_n", "seed", "max_tokens", "stop", "grammar", "chat_template", "context_shift", "n_keep"}
 
 
 def _gen_params(kw):
@@ -600,50 +628,17 @@ def _gen_params(kw):
     return p, keep
 
 
-class Context(_Handle):
-    """One conversation on a model: KV cache, tokenizer, generation. Use from one
-    thread at a time (a concurrent call raises :class:`BusyError`); :meth:`cancel`
-    works from any thread."""
+class _Conversation(_Handle):
+    """Generation calls shared by :class:`Context` (on its own sequence) and
+    :class:`Sequence`: one call at a time per object (a concurrent one raises
+    :class:`BusyError`); :meth:`cancel` works from any thread."""
 
-    _free = _context_free
-    _what = "context"
-
-    def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: Optional[int] = None,
-                 n_ubatch: Optional[int] = None, n_threads: int = 0, n_threads_batch: int = 0,
-                 flash_attn: Optional[bool] = None, seed: Optional[int] = None):
-        p = _context_default_params()
-        p.n_ctx = n_ctx
-        if n_batch is not None:
-            p.n_batch = n_batch
-        if n_ubatch is not None:
-            p.n_ubatch = n_ubatch
-        p.n_threads, p.n_threads_batch = n_threads, n_threads_batch
-        p.flash_attn = -1 if flash_attn is None else int(bool(flash_attn))
-        if seed is not None:
-            p.seed = seed
-        h = c_void_p()
-        _check(_context_new(model._handle(), byref(p), byref(h)))
-        self._h = h
-        self.model = model
-
-
-    @property
-    def n_ctx(self) -> int:
-        return _context_n_ctx(self._handle())
+    _generate = _chat = _cancel_fn = None  # ta_*_generate / _chat / _cancel
 
     def cancel(self) -> None:
-        """Stop the call running on this context (safe from any thread)."""
+        """Stop the call running on this object (safe from any thread)."""
         if self._h:
-            _context_cancel(self._h)
-
-    def reset(self) -> None:
-        _check(_context_reset(self._handle()))
-
-    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> List[int]:
-        return self.model.tokenize(text, add_special, parse_special)
-
-    def detokenize(self, tokens: Sequence[int], **kw) -> str:
-        return self.model.detokenize(tokens, **kw)
+            self._cancel_fn(self._h)
 
     def _run(self, call, on_text: Optional[Callable[[str], Optional[bool]]], kw) -> GenResult:
         p, keep = _gen_params(kw)
@@ -668,7 +663,8 @@ class Context(_Handle):
         if err:
             raise err[0]
         res = GenResult("".join(parts), STOP_REASONS.get(r.stop_reason, str(r.stop_reason)), r.n_prompt_tokens,
-                        r.n_reused_tokens, r.n_generated_tokens, r.prompt_ms, r.gen_ms)
+                        r.n_reused_tokens, r.n_generated_tokens, r.prompt_ms, r.gen_ms, r.n_shifts,
+                        r.n_shifted_tokens)
         if st != TA_OK:
             e = _error(st)
             if isinstance(e, CancelledError):
@@ -680,15 +676,15 @@ class Context(_Handle):
                  **params) -> GenResult:
         """Continue ``prompt``; ``on_text(piece)`` returning False stops (CancelledError)."""
         b = prompt.encode()
-        return self._run(lambda p, cb, r: _context_generate(self._handle(), b, byref(p), cb, None, byref(r)),
+        return self._run(lambda p, cb, r: self._generate(self._handle(), b, byref(p), cb, None, byref(r)),
                          on_text, params)
 
     def chat(self, messages: Iterable[Mapping[str, str]], *,
              on_text: Optional[Callable[[str], Optional[bool]]] = None, **params) -> GenResult:
         """Reply to ``messages`` ([{"role": ..., "content": ...}]) using the model's template."""
         arr, keep = _messages(messages)
-        return self._run(lambda p, cb, r: _context_chat(self._handle(), arr, len(keep) // 2, byref(p), cb, None,
-                                                        byref(r)), on_text, params)
+        return self._run(lambda p, cb, r: self._chat(self._handle(), arr, len(keep) // 2, byref(p), cb, None,
+                                                     byref(r)), on_text, params)
 
     def _stream(self, start) -> Iterator[str]:
         q: "queue.Queue" = queue.Queue()
@@ -731,6 +727,175 @@ class Context(_Handle):
     def chat_stream(self, messages: Iterable[Mapping[str, str]], **params) -> Iterator[str]:
         msgs = list(messages)
         return self._stream(lambda cb: self.chat(msgs, on_text=cb, **params))
+
+
+class Context(_Conversation):
+    """A KV cache on a model for up to ``n_seq_max`` conversations. Its own
+    generate/chat calls run on a sequence of its own; :meth:`sequence` gives more,
+    to drive from other threads at once (their decodes share batches)."""
+
+    _free = _context_free
+    _what = "context"
+    _generate, _chat, _cancel_fn = _context_generate, _context_chat, _context_cancel
+
+    def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: Optional[int] = None,
+                 n_ubatch: Optional[int] = None, n_threads: int = 0, n_threads_batch: int = 0,
+                 flash_attn: Optional[bool] = None, seed: Optional[int] = None, n_seq_max: int = 1,
+                 kv_unified: bool = False):
+        p = _context_default_params()
+        p.n_ctx = n_ctx
+        p.n_seq_max, p.kv_unified = n_seq_max, kv_unified
+        if n_batch is not None:
+            p.n_batch = n_batch
+        if n_ubatch is not None:
+            p.n_ubatch = n_ubatch
+        p.n_threads, p.n_threads_batch = n_threads, n_threads_batch
+        p.flash_attn = -1 if flash_attn is None else int(bool(flash_attn))
+        if seed is not None:
+            p.seed = seed
+        h = c_void_p()
+        _check(_context_new(model._handle(), byref(p), byref(h)))
+        self._h = h
+        self.model = model
+
+
+    @property
+    def n_ctx(self) -> int:
+        return _context_n_ctx(self._handle())
+
+    @property
+    def n_ctx_seq(self) -> int:
+        """The window of one sequence (n_ctx / n_seq_max unless kv_unified)."""
+        return _context_n_ctx_seq(self._handle())
+
+    @property
+    def n_seq_max(self) -> int:
+        return _context_n_seq_max(self._handle())
+
+    def sequence(self) -> "Sequence":
+        """A new sequence of this context (:class:`BusyError` when all are taken)."""
+        return Sequence(self)
+
+    def save_state(self, path: str) -> int:
+        """Save the context's own sequence (tokens and KV cells) to ``path``."""
+        n = c_size_t()
+        _check(_context_state_save(self._handle(), os.fsencode(path), byref(n)))
+        return n.value
+
+    def load_state(self, path: str) -> int:
+        """Restore a state file into the context's own sequence."""
+        n = c_size_t()
+        _check(_context_state_load(self._handle(), os.fsencode(path), byref(n)))
+        return n.value
+
+    def generate_many(self, prompts: Iterable[Union[str, Sequence_[Mapping[str, str]]]], **params
+                      ) -> Iterator[Tuple[int, GenResult]]:
+        """Answer several prompts at once on sequences of this context, one thread
+        each, yielding ``(index, result)`` as each completes. A prompt is a string
+        (raw text) or a list of chat messages. At most as many run at once as the
+        context has free sequences; the rest wait for one."""
+        todo = list(enumerate(prompts))
+        seqs: List[Sequence] = []
+        try:
+            while len(seqs) < len(todo):
+                seqs.append(self.sequence())
+        except BusyError:
+            if not seqs:
+                raise
+        work: "queue.Queue" = queue.Queue()
+        for item in todo:
+            work.put(item)
+        results: "queue.Queue" = queue.Queue()
+
+        def run(seq: Sequence) -> None:
+            while True:
+                try:
+                    i, prompt = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    seq.reset()
+                    r = seq.generate(prompt, **params) if isinstance(prompt, str) else seq.chat(prompt, **params)
+                    results.put((i, r))
+                except BaseException as e:  # handed to the caller's thread
+                    results.put((i, e))
+
+        threads = [threading.Thread(target=run, args=(s,), daemon=True) for s in seqs]
+        for t in threads:
+            t.start()
+        try:
+            for _ in todo:
+                i, r = results.get()
+                if isinstance(r, BaseException):
+                    raise r
+                yield i, r
+        finally:
+            # Stopped early (break, an error): cancel what still runs.
+            while not work.empty():
+                try:
+                    work.get_nowait()
+                except queue.Empty:
+                    break
+            for s in seqs:
+                s.cancel()
+            for t in threads:
+                t.join()
+            for s in seqs:
+                s.close()
+
+    def reset(self) -> None:
+        _check(_context_reset(self._handle()))
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> List[int]:
+        return self.model.tokenize(text, add_special, parse_special)
+
+    def detokenize(self, tokens: Sequence_[int], **kw) -> str:
+        return self.model.detokenize(tokens, **kw)
+
+
+class Sequence(_Conversation):
+    """One conversation in a :class:`Context`: its own KV cells, history and
+    sampler. Different sequences may be used from different threads at once; the
+    context batches their decodes. Keeps the context alive."""
+
+    _free = _sequence_free
+    _what = "sequence"
+    _generate, _chat, _cancel_fn = _sequence_generate, _sequence_chat, _sequence_cancel
+
+    def __init__(self, context: Context):
+        h = c_void_p()
+        _check(_sequence_new(context._handle(), byref(h)))
+        self._h = h
+        self.context = context
+        self.model = context.model
+
+    @property
+    def id(self) -> int:
+        return _sequence_id(self._handle())
+
+    @property
+    def n_cached(self) -> int:
+        """Tokens this sequence holds in the KV cache."""
+        n = c_size_t()
+        _check(_sequence_n_cached(self._handle(), byref(n)))
+        return n.value
+
+    def reset(self) -> None:
+        _check(_sequence_reset(self._handle()))
+
+    def save_state(self, path: str) -> int:
+        """Save this sequence's tokens and KV cells to ``path``; returns the token count."""
+        n = c_size_t()
+        _check(_sequence_state_save(self._handle(), os.fsencode(path), byref(n)))
+        return n.value
+
+    def load_state(self, path: str) -> int:
+        """Restore a state file (same model, this or another process); returns the
+        token count. A file from another model or a damaged one raises and leaves
+        the sequence empty."""
+        n = c_size_t()
+        _check(_sequence_state_load(self._handle(), os.fsencode(path), byref(n)))
+        return n.value
 
 
 # ----------------------------------------------------------------------------- hardware

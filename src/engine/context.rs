@@ -1,17 +1,12 @@
-//! One conversation's state on a model: the KV cache, which tokens it holds, and the
-//! generation loop (prefix reuse, batched prompts, UTF-8 assembly, stop strings,
-//! cancellation).
+//! A context on a model: its parameters, the sampling and result types of a
+//! generation call, and the handle that owns the KV cache and its sequences.
 
+use super::batch::{AbortHandle, Core, Setup};
 use super::model::{ChatMessage, Model};
-use super::sampler::Sampler;
-use super::text::{Flow, TextStream};
-use super::{shim, sys};
+use super::sequence::Sequence;
+use super::sys;
 use crate::error::{Error, ErrorKind, Result};
-use std::ffi::c_void;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Seed value meaning "pick a random seed" (context) or "use the context's seed" (call).
 pub const SEED_DEFAULT: u32 = 0xFFFF_FFFF;
@@ -41,6 +36,12 @@ pub struct ContextParams {
     pub flash_attn: FlashAttn,
     /// Default sampling seed; [`SEED_DEFAULT`] = random per call.
     pub seed: u32,
+    /// Sequences (conversations) the context can serve at once; 1..=256.
+    pub n_seq_max: u32,
+    /// One KV cache shared by all sequences (a long one may use what short ones
+    /// leave) instead of a stream of n_ctx / n_seq_max cells per sequence (faster:
+    /// each sequence attends only over its own cells).
+    pub kv_unified: bool,
 }
 
 impl Default for ContextParams {
@@ -53,6 +54,8 @@ impl Default for ContextParams {
             n_threads_batch: 0,
             flash_attn: FlashAttn::Auto,
             seed: SEED_DEFAULT,
+            n_seq_max: 1,
+            kv_unified: false,
         }
     }
 }
@@ -84,6 +87,11 @@ pub struct GenParams {
     pub grammar: Option<String>,
     /// Chat only: a built-in template name or template text; None = the model's.
     pub chat_template: Option<String>,
+    /// When generation fills the window, drop the oldest tokens after the first
+    /// `n_keep` and go on, instead of stopping with [`StopReason::ContextFull`].
+    pub context_shift: bool,
+    /// Tokens at the start of the window a context shift never drops.
+    pub n_keep: u32,
 }
 
 impl Default for GenParams {
@@ -102,12 +110,14 @@ impl Default for GenParams {
             stop: Vec::new(),
             grammar: None,
             chat_template: None,
+            context_shift: false,
+            n_keep: 0,
         }
     }
 }
 
 impl GenParams {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::invalid_arg(m));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad(format!(
@@ -174,58 +184,37 @@ pub struct GenResult {
     pub n_generated: u32,
     pub prompt_ms: f64,
     pub gen_ms: f64,
+    /// Context shifts during the call, and the tokens they dropped.
+    pub n_shifts: u32,
+    pub n_shifted: u32,
 }
 
-const IDLE: u8 = 0;
-const RUNNING: u8 = 1;
-const CANCELLED: u8 = 2;
-
-/// A thread-safe handle that cancels the context's running call.
-#[derive(Debug, Clone)]
-pub struct AbortHandle(Arc<AtomicU8>);
-
-impl AbortHandle {
-    /// Cancel the call in progress, if any (a no-op when idle, so a stale cancel never
-    /// kills the next call).
-    pub fn cancel(&self) {
-        let _ = self
-            .0
-            .compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire);
-    }
-
-    fn cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire) == CANCELLED
-    }
-}
-
-unsafe extern "C" fn abort_cb(data: *mut c_void) -> bool {
-    // SAFETY: data is the AtomicU8 inside the context's Arc, alive as long as the context.
-    let flag = unsafe { &*(data as *const AtomicU8) };
-    flag.load(Ordering::Acquire) == CANCELLED
-}
-
-/// A context: KV cache plus the tokens it holds. Not `Sync`: one caller at a time
-/// (the C layer enforces that with a try-lock and `TA_ERR_BUSY`).
+/// A context: a llama.cpp context whose KV cache holds up to `n_seq_max`
+/// sequences, and the batch scheduler that decodes them together. Its own calls
+/// run on its first sequence, created on first use. Not `Sync` (one caller at a
+/// time per sequence; the C layer enforces that with `TA_ERR_BUSY`).
 pub struct Context {
-    ptr: NonNull<sys::llama_context>,
-    model: Arc<Model>,
-    /// Exactly the tokens at positions 0.. of sequence 0 in the KV cache.
-    cached: Vec<i32>,
-    abort: AbortHandle,
-    n_ctx: u32,
-    n_batch: u32,
+    core: Arc<Core>,
+    main: Option<Sequence>,
+    main_abort: AbortHandle,
     seed: u32,
-    piece: Vec<u8>,
 }
 
-// SAFETY: a llama_context may move between threads; it is only used through &mut.
-unsafe impl Send for Context {}
+/// Creates sequences of one context; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Sequences {
+    core: Arc<Core>,
+    seed: u32,
+}
 
-impl Drop for Context {
-    fn drop(&mut self) {
-        // SAFETY: created by llama_init_from_model, freed once; the model (kept alive
-        // by self.model) is dropped after this.
-        unsafe { sys::llama_free(self.ptr.as_ptr()) }
+impl Sequences {
+    /// See [`Context::new_sequence`].
+    pub fn new_sequence(&self) -> Result<Sequence> {
+        Sequence::new(
+            self.core.clone(),
+            AbortHandle::new(&self.core.sh),
+            self.seed,
+        )
     }
 }
 
@@ -236,6 +225,9 @@ pub fn physical_cores() -> u32 {
         once_cell::sync::Lazy::new(|| crate::hardware::cpu::detect().recommended_threads());
     *N
 }
+
+/// llama.cpp's LLAMA_MAX_SEQ.
+pub const MAX_SEQ: u32 = 256;
 
 impl Context {
     pub fn new(model: Arc<Model>, p: &ContextParams) -> Result<Context> {
@@ -248,6 +240,12 @@ impl Context {
                 "n_threads and n_threads_batch must be >= 0",
             ));
         }
+        if !(1..=MAX_SEQ).contains(&p.n_seq_max) {
+            return Err(Error::invalid_arg(format!(
+                "n_seq_max must be in 1..={MAX_SEQ}, got {}",
+                p.n_seq_max
+            )));
+        }
         let threads = if p.n_threads == 0 {
             physical_cores() as i32
         } else {
@@ -258,13 +256,13 @@ impl Context {
         } else {
             p.n_threads_batch
         };
-        let abort = AbortHandle(Arc::new(AtomicU8::new(IDLE)));
         // SAFETY: default params by value.
         let mut cp = unsafe { sys::llama_context_default_params() };
         cp.n_ctx = p.n_ctx;
         cp.n_batch = p.n_batch;
         cp.n_ubatch = p.n_ubatch.min(p.n_batch);
-        cp.n_seq_max = 1;
+        cp.n_seq_max = p.n_seq_max;
+        cp.kv_unified = p.kv_unified;
         cp.n_threads = threads;
         cp.n_threads_batch = threads_batch;
         cp.flash_attn_type = match p.flash_attn {
@@ -272,8 +270,6 @@ impl Context {
             FlashAttn::Disabled => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
             FlashAttn::Enabled => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
         };
-        cp.abort_callback = Some(abort_cb);
-        cp.abort_callback_data = Arc::as_ptr(&abort.0) as *mut c_void;
         cp.no_perf = true;
         if model.is_vocab_only() || model.gguf().tensors.is_empty() {
             return Err(Error::invalid_arg(format!(
@@ -293,322 +289,110 @@ impl Context {
             );
         }
         check_memory(&model, p)?;
-        crate::log::clear_backend_errors();
-        let mut ptr = std::ptr::null_mut();
-        // SAFETY: the model pointer is valid while `model` (kept in the context) lives.
         let what = format!("{}: could not create a context", model.source());
-        shim::guard(ErrorKind::Backend, &what, |e, el| unsafe {
-            shim::tas_init_from_model(model.raw(), cp, &mut ptr, e, el)
-        })?;
-        let ptr = NonNull::new(ptr).ok_or_else(|| {
-            shim::backend_failure(
-                ErrorKind::Backend,
-                &what,
-                "llama.cpp refused the parameters",
-            )
-        })?;
-        // SAFETY: valid context.
-        let n_ctx = unsafe { sys::llama_n_ctx(ptr.as_ptr()) };
-        // llama.cpp caps n_batch at n_ctx; larger chunks would trip its assert.
-        // SAFETY: valid context.
-        let n_batch = unsafe { sys::llama_n_batch(ptr.as_ptr()) }.max(1);
+        let core = Arc::new(Core::new(model, Setup { params: cp, what })?);
+        let main_abort = AbortHandle::new(&core.sh);
         Ok(Context {
-            ptr,
-            model,
-            cached: Vec::new(),
-            abort,
-            n_ctx,
-            n_batch,
+            core,
+            main: None,
+            main_abort,
             seed: p.seed,
-            piece: vec![0u8; 64],
         })
     }
 
     pub fn model(&self) -> &Arc<Model> {
-        &self.model
+        &self.core.sh.model
     }
 
+    /// The whole KV cache in tokens (all sequences).
     pub fn n_ctx(&self) -> u32 {
-        self.n_ctx
+        self.core.sh.n_ctx
     }
 
-    /// Tokens currently held in the KV cache.
-    pub fn cached_tokens(&self) -> &[i32] {
-        &self.cached
+    /// The window of one sequence.
+    pub fn n_ctx_seq(&self) -> u32 {
+        self.core.sh.n_ctx_seq
     }
 
+    pub fn n_seq_max(&self) -> u32 {
+        self.core.sh.n_seq_max
+    }
+
+    /// A new sequence (conversation) in this context; `Busy` when all
+    /// `n_seq_max` are taken. It keeps the context's KV cache alive.
+    pub fn new_sequence(&self) -> Result<Sequence> {
+        self.sequences().new_sequence()
+    }
+
+    /// A handle that creates sequences of this context from any thread, without
+    /// borrowing the context.
+    pub fn sequences(&self) -> Sequences {
+        Sequences {
+            core: self.core.clone(),
+            seed: self.seed,
+        }
+    }
+
+    /// The context's own sequence, claimed on first use.
+    pub fn main_sequence(&mut self) -> Result<&mut Sequence> {
+        if self.main.is_none() {
+            self.main = Some(Sequence::new(
+                self.core.clone(),
+                self.main_abort.clone(),
+                self.seed,
+            )?);
+        }
+        Ok(self.main.as_mut().expect("just set"))
+    }
+
+    /// Tokens the context's own sequence holds in the KV cache.
+    pub fn cached_tokens(&self) -> Vec<i32> {
+        self.main
+            .as_ref()
+            .map(Sequence::cached_tokens)
+            .unwrap_or_default()
+    }
+
+    /// Cancels the context's own sequence.
     pub fn abort_handle(&self) -> AbortHandle {
-        self.abort.clone()
+        self.main_abort.clone()
     }
 
-    /// Forget the KV cache (the next call evaluates its whole prompt).
+    /// Forget the context's own sequence's KV cells.
     pub fn reset(&mut self) {
-        // SAFETY: valid context; clearing memory is always allowed.
-        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ptr.as_ptr()), true) };
-        self.cached.clear();
+        if let Some(m) = self.main.as_mut() {
+            m.reset();
+        }
     }
 
-    /// Continue `prompt` (raw text, special tokens parsed), streaming text to `on_text`;
-    /// returning false from it stops generation.
+    /// [`Sequence::generate`] on the context's own sequence.
     pub fn generate(
         &mut self,
         prompt: &str,
         params: &GenParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenResult> {
-        params.validate()?;
-        let tokens = self.model.tokenize_prompt(prompt)?;
-        self.run(&tokens, params, on_text)
+        self.main_sequence()?.generate(prompt, params, on_text)
     }
 
-    /// Format `messages` with the model's chat template and generate the reply.
+    /// [`Sequence::chat`] on the context's own sequence.
     pub fn chat(
         &mut self,
         messages: &[ChatMessage],
         params: &GenParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenResult> {
-        params.validate()?;
-        if messages.is_empty() {
-            return Err(Error::invalid_arg("messages must not be empty"));
-        }
-        let prompt =
-            self.model
-                .apply_chat_template(messages, true, params.chat_template.as_deref())?;
-        let tokens = self.model.tokenize_prompt(&prompt)?;
-        self.run(&tokens, params, on_text)
+        self.main_sequence()?.chat(messages, params, on_text)
     }
 
-    /// Generate from already-tokenized input.
+    /// [`Sequence::run`] on the context's own sequence.
     pub fn run(
         &mut self,
         tokens: &[i32],
         params: &GenParams,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<GenResult> {
-        params.validate()?;
-        // Generated tokens become text: a model without a tokenizer cannot do that.
-        self.model.require_tokenizer()?;
-        if tokens.is_empty() {
-            return Err(Error::invalid_arg("the prompt is empty (no tokens)"));
-        }
-        let n_vocab = self.model.info().n_vocab;
-        if let Some(t) = tokens.iter().find(|&&t| t < 0 || t >= n_vocab) {
-            return Err(Error::invalid_arg(format!(
-                "token {t} is out of range (vocabulary has {n_vocab})"
-            )));
-        }
-        // Room for the prompt and at least one generated token, checked before any work.
-        if tokens.len() >= self.n_ctx as usize {
-            return Err(Error::new(
-                ErrorKind::ContextFull,
-                format!(
-                    "the prompt is {} tokens but the context holds {} (including one token for the reply); create the context with a larger n_ctx",
-                    tokens.len(),
-                    self.n_ctx
-                ),
-            ));
-        }
-        let seed = if params.seed != SEED_DEFAULT {
-            params.seed
-        } else {
-            self.seed
-        };
-        let sampler = Sampler::new(&self.model, params, seed)?;
-
-        // Reuse the longest common prefix already in the KV cache. At least the last
-        // prompt token is evaluated again: its logits are needed for the first sample.
-        let mut lcp = self
-            .cached
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count();
-        lcp = lcp.min(tokens.len() - 1);
-        // SAFETY: valid context.
-        let mem = unsafe { sys::llama_get_memory(self.ptr.as_ptr()) };
-        let mut removed = false;
-        // SAFETY: removing [lcp, end) of sequence 0 of a valid context's memory.
-        let caught = shim::guard(ErrorKind::Backend, self.model.source(), |e, el| unsafe {
-            shim::tas_memory_seq_rm(mem, 0, lcp as i32, -1, &mut removed, e, el)
-        });
-        if let Err(e) = caught {
-            // What the cache holds after an exception is unknown: forget it all.
-            self.reset();
-            return Err(e);
-        }
-        if !removed {
-            // SAFETY: clearing memory is always allowed.
-            unsafe { sys::llama_memory_clear(mem, true) };
-            lcp = 0;
-        }
-        self.cached.truncate(lcp);
-
-        self.abort.0.store(RUNNING, Ordering::Release);
-        let out = self.run_inner(tokens, lcp, params, &sampler, on_text);
-        self.abort.0.store(IDLE, Ordering::Release);
-        out
-    }
-
-    fn decode(&mut self, chunk: &[i32]) -> Result<()> {
-        let mut buf = chunk.to_vec();
-        let mut rc = 0;
-        // SAFETY: batch_get_one borrows `buf` for the decode call only.
-        let what = format_args!("{}: decode failed", self.model.source());
-        let caught = shim::guard(ErrorKind::Backend, what, |e, el| unsafe {
-            let batch = sys::llama_batch_get_one(buf.as_mut_ptr(), buf.len() as i32);
-            shim::tas_decode(self.ptr.as_ptr(), batch, &mut rc, e, el)
-        });
-        if let Err(e) = caught {
-            // What the cache holds after an exception is unknown: forget it all.
-            self.reset();
-            return Err(e);
-        }
-        match rc {
-            0 => {
-                self.cached.extend_from_slice(chunk);
-                Ok(())
-            }
-            _ => {
-                // Aborted or failed: llama.cpp may have kept some ubatches. Re-derive
-                // what the cache holds from its highest position so reuse stays exact.
-                // SAFETY: valid context.
-                let pos_max = unsafe {
-                    sys::llama_memory_seq_pos_max(sys::llama_get_memory(self.ptr.as_ptr()), 0)
-                };
-                let kept = (pos_max + 1).max(0) as usize;
-                let before = self.cached.len();
-                let extra = kept.saturating_sub(before).min(chunk.len());
-                self.cached.extend_from_slice(&chunk[..extra]);
-                Err(self.decode_error(rc))
-            }
-        }
-    }
-
-    fn run_inner(
-        &mut self,
-        tokens: &[i32],
-        lcp: usize,
-        params: &GenParams,
-        sampler: &Sampler,
-        on_text: &mut dyn FnMut(&str) -> bool,
-    ) -> Result<GenResult> {
-        let mut res = GenResult {
-            stop_reason: StopReason::Eog,
-            n_prompt: tokens.len() as u32,
-            n_reused: lcp as u32,
-            n_generated: 0,
-            prompt_ms: 0.0,
-            gen_ms: 0.0,
-        };
-        let t0 = Instant::now();
-        for chunk in tokens[lcp..].chunks(self.n_batch as usize) {
-            if let Err(e) = self.decode(chunk) {
-                res.prompt_ms = ms(t0);
-                return self.decode_failed(e, res);
-            }
-            if self.abort.cancelled() {
-                res.prompt_ms = ms(t0);
-                res.stop_reason = StopReason::Cancelled;
-                return Ok(res);
-            }
-        }
-        res.prompt_ms = ms(t0);
-
-        let t1 = Instant::now();
-        let mut stream = TextStream::new(params.stop.clone());
-        let max = if params.max_tokens > 0 {
-            params.max_tokens as u32
-        } else {
-            u32::MAX
-        };
-        loop {
-            if self.abort.cancelled() {
-                res.stop_reason = StopReason::Cancelled;
-                break;
-            }
-            let mut tok = 0;
-            // SAFETY: the last decode produced logits for its last token (-1).
-            shim::guard(ErrorKind::Backend, self.model.source(), |e, el| unsafe {
-                shim::tas_sampler_sample(sampler.raw(), self.ptr.as_ptr(), -1, &mut tok, e, el)
-            })?;
-            if self.model.is_eog(tok) {
-                res.stop_reason = StopReason::Eog;
-                break;
-            }
-            res.n_generated += 1;
-            let mut piece = std::mem::take(&mut self.piece);
-            let n = self.model.token_to_piece_into(tok, false, &mut piece)?;
-            let flow = stream.push(&piece[..n], on_text);
-            self.piece = piece;
-            match flow {
-                Flow::Continue => {}
-                Flow::Stopped => {
-                    res.stop_reason = StopReason::StopString;
-                    res.gen_ms = ms(t1);
-                    return Ok(res);
-                }
-                Flow::Cancelled => {
-                    res.stop_reason = StopReason::Cancelled;
-                    break;
-                }
-            }
-            if res.n_generated >= max {
-                res.stop_reason = StopReason::MaxTokens;
-                break;
-            }
-            if self.cached.len() + 1 >= self.n_ctx as usize {
-                res.stop_reason = StopReason::ContextFull;
-                break;
-            }
-            if let Err(e) = self.decode(&[tok]) {
-                res.gen_ms = ms(t1);
-                return self.decode_failed(e, res);
-            }
-        }
-        if res.stop_reason != StopReason::Cancelled {
-            match stream.finish(on_text) {
-                Flow::Cancelled => res.stop_reason = StopReason::Cancelled,
-                Flow::Stopped => res.stop_reason = StopReason::StopString,
-                Flow::Continue => {}
-            }
-        }
-        res.gen_ms = ms(t1);
-        Ok(res)
-    }
-
-    /// llama_decode's return code as an error: 2 aborted, 1 no KV slot, -2
-    /// allocation failed, others a failure explained in the log.
-    fn decode_error(&self, rc: i32) -> Error {
-        match rc {
-            2 => Error::cancelled("decode aborted"),
-            1 => Error::new(
-                ErrorKind::ContextFull,
-                format!(
-                    "no room left in the KV cache ({} tokens held, n_ctx {})",
-                    self.cached.len(),
-                    self.n_ctx
-                ),
-            ),
-            -2 => shim::backend_failure(
-                ErrorKind::OutOfMemory,
-                &format!("{}: decode failed", self.model.source()),
-                "llama.cpp could not allocate the batch",
-            ),
-            _ => shim::backend_failure(
-                ErrorKind::Backend,
-                &format!("{}: decode failed", self.model.source()),
-                &format!("llama_decode returned {rc}"),
-            ),
-        }
-    }
-
-    fn decode_failed(&mut self, e: Error, mut res: GenResult) -> Result<GenResult> {
-        if e.kind() == ErrorKind::Cancelled {
-            res.stop_reason = StopReason::Cancelled;
-            return Ok(res);
-        }
-        Err(e)
+        self.main_sequence()?.run(tokens, params, on_text)
     }
 }
 
@@ -661,10 +445,6 @@ fn check_memory(model: &Model, p: &ContextParams) -> Result<()> {
     Ok(())
 }
 
-fn ms(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,16 +459,6 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidArg);
         assert!(e.message().contains("top_p"));
         assert!(GenParams::default().validate().is_ok());
-    }
-
-    #[test]
-    fn abort_handle_is_a_noop_when_idle() {
-        let h = AbortHandle(Arc::new(AtomicU8::new(IDLE)));
-        h.cancel();
-        assert!(!h.cancelled());
-        h.0.store(RUNNING, Ordering::Release);
-        h.cancel();
-        assert!(h.cancelled());
     }
 
     #[test]

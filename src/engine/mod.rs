@@ -1,23 +1,28 @@
 //! Safe layer over llama.cpp. All `unsafe` calls into `llama-cpp-sys-2` live in this
 //! module tree; everything it exposes is ordinary safe Rust.
 
+pub mod batch;
 pub mod check;
 pub mod context;
 pub mod gbnf;
 pub mod model;
 pub mod sampler;
+pub mod sequence;
 pub mod shim;
+pub mod state;
 pub mod text;
 
 use llama_cpp_sys_2 as sys;
 use once_cell::sync::Lazy;
 use std::ffi::{c_char, c_void, CStr};
 
+pub use batch::AbortHandle;
 pub use context::{
-    physical_cores, AbortHandle, Context, ContextParams, FlashAttn, GenParams, GenResult,
-    StopReason, SEED_DEFAULT,
+    physical_cores, Context, ContextParams, FlashAttn, GenParams, GenResult, Sequences, StopReason,
+    MAX_SEQ, SEED_DEFAULT,
 };
 pub use model::{ChatMessage, Model, ModelInfo, ModelParams};
+pub use sequence::Sequence;
 
 static BACKEND: Lazy<()> = Lazy::new(|| {
     // SAFETY: the trampolines are 'static functions that never unwind; installing

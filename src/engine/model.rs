@@ -90,6 +90,8 @@ pub struct Model {
     source: String,
     /// Loaded without weights: tokenizer calls only.
     vocab_only: bool,
+    /// Identifies the weights (KV state files carry it); None if unreadable.
+    fingerprint: Option<[u8; 32]>,
 }
 
 // SAFETY: llama_model and llama_vocab are immutable after load; llama.cpp supports
@@ -173,6 +175,12 @@ impl Model {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// A digest of the file's size, metadata and samples of its weights: what KV
+    /// state files are matched against. None when the file could not be read.
+    pub fn fingerprint(&self) -> Option<[u8; 32]> {
+        self.fingerprint
     }
 
     /// Loaded with `vocab_only`: tokenizer calls work, contexts cannot be made.
@@ -558,6 +566,7 @@ fn load_inner(
             info.description = format!("{} (vocabulary only)", info.architecture);
         }
     }
+    let fingerprint = super::state::fingerprint(path, gguf.data_offset, gguf.file_size);
     Ok(Model {
         ptr,
         vocab,
@@ -565,6 +574,7 @@ fn load_inner(
         info,
         source: shown,
         vocab_only: params.vocab_only,
+        fingerprint,
     })
 }
 

@@ -12,6 +12,10 @@ pub(crate) struct Sampler {
     ptr: NonNull<sys::llama_sampler>,
 }
 
+// SAFETY: a sampler chain has no thread affinity; it is used by one thread at a time
+// (created by the caller, then owned by the batch thread).
+unsafe impl Send for Sampler {}
+
 impl Drop for Sampler {
     fn drop(&mut self) {
         // SAFETY: the chain owns the samplers added to it; freed once here.

@@ -106,6 +106,29 @@ int tas_memory_seq_rm(llama_memory_t mem, llama_seq_id seq, llama_pos p0, llama_
     return guarded(err, err_len, [&] { *ret = llama_memory_seq_rm(mem, seq, p0, p1); });
 }
 
+int tas_memory_seq_cp(llama_memory_t mem, llama_seq_id src, llama_seq_id dst, llama_pos p0,
+                      llama_pos p1, char *err, size_t err_len) {
+    return guarded(err, err_len, [&] { llama_memory_seq_cp(mem, src, dst, p0, p1); });
+}
+
+int tas_memory_seq_add(llama_memory_t mem, llama_seq_id seq, llama_pos p0, llama_pos p1,
+                       llama_pos delta, char *err, size_t err_len) {
+    return guarded(err, err_len, [&] { llama_memory_seq_add(mem, seq, p0, p1, delta); });
+}
+
+int tas_state_seq_get_data(llama_context *ctx, llama_seq_id seq, uint8_t *dst, size_t size,
+                           size_t *ret, char *err, size_t err_len) {
+    return guarded(err, err_len, [&] {
+        *ret = dst == nullptr ? llama_state_seq_get_size(ctx, seq)
+                              : llama_state_seq_get_data(ctx, dst, size, seq);
+    });
+}
+
+int tas_state_seq_set_data(llama_context *ctx, llama_seq_id seq, const uint8_t *src, size_t size,
+                           size_t *ret, char *err, size_t err_len) {
+    return guarded(err, err_len, [&] { *ret = llama_state_seq_set_data(ctx, src, size, seq); });
+}
+
 // Used by a test to prove that an exception ends as a status, not an abort.
 int tas_debug_throw(int what, char *err, size_t err_len) {
     return guarded(err, err_len, [&] {

@@ -103,6 +103,43 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    pub(crate) fn tas_memory_seq_cp(
+        mem: sys::llama_memory_t,
+        src: sys::llama_seq_id,
+        dst: sys::llama_seq_id,
+        p0: sys::llama_pos,
+        p1: sys::llama_pos,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    pub(crate) fn tas_memory_seq_add(
+        mem: sys::llama_memory_t,
+        seq: sys::llama_seq_id,
+        p0: sys::llama_pos,
+        p1: sys::llama_pos,
+        delta: sys::llama_pos,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    /// `dst` NULL: `*ret` = the size the state needs.
+    pub(crate) fn tas_state_seq_get_data(
+        ctx: *mut sys::llama_context,
+        seq: sys::llama_seq_id,
+        dst: *mut u8,
+        size: usize,
+        ret: *mut usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    pub(crate) fn tas_state_seq_set_data(
+        ctx: *mut sys::llama_context,
+        seq: sys::llama_seq_id,
+        src: *const u8,
+        size: usize,
+        ret: *mut usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
     fn tas_debug_throw(what: c_int, err: *mut c_char, err_len: usize) -> c_int;
 }
 

@@ -45,6 +45,15 @@ pub struct ta_context_params {
     pub flash_attn: i32,
     /// Default sampling seed; `TA_SEED_DEFAULT` = random per call.
     pub seed: u32,
+    /// Sequences (conversations) the context serves at once, 1..=256 (default 1).
+    /// Sequences come from `ta_sequence_new`; the context's own calls use one too.
+    pub n_seq_max: u32,
+    /// false (default): each sequence gets its own KV stream of n_ctx / n_seq_max
+    /// cells (`ta_context_n_ctx_seq`), and attends only over those — the faster
+    /// layout when sequences decode together. true: one KV cache of n_ctx cells
+    /// shared by all sequences, so a long conversation may use what short ones
+    /// leave, at the cost of every sequence attending over every cell.
+    pub kv_unified: bool,
 }
 
 /// Sampling and stopping for one call. Get defaults from `ta_gen_default_params()`.
@@ -87,6 +96,14 @@ pub struct ta_gen_params {
     /// template text; NULL (default) = the model's own `tokenizer.chat_template`.
     /// Needed for models whose file carries no template. Borrowed for the call.
     pub chat_template: *const c_char,
+    /// false (default): generation that fills the sequence's window stops with
+    /// `TA_STOP_CONTEXT_FULL`. true: the oldest tokens after the first `n_keep`
+    /// are dropped (half of them each time) and generation goes on; the result
+    /// counts the shifts. Models whose memory cannot shift stop as with false.
+    pub context_shift: bool,
+    /// Tokens at the start of the window a context shift never drops (e.g. the
+    /// system prompt). Default 0.
+    pub n_keep: u32,
 }
 
 /// What a generation call did. Written on `TA_OK` and also on `TA_ERR_CANCELLED`.
@@ -102,6 +119,10 @@ pub struct ta_gen_result {
     pub n_generated_tokens: u32,
     pub prompt_ms: f64,
     pub gen_ms: f64,
+    /// Context shifts during the call (`ta_gen_params.context_shift`).
+    pub n_shifts: u32,
+    /// Tokens the shifts dropped from the window.
+    pub n_shifted_tokens: u32,
 }
 
 /// Receives generated text: `len` bytes at `text`, always whole UTF-8 characters,
@@ -110,15 +131,21 @@ pub struct ta_gen_result {
 pub type ta_text_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, text: *const c_char, len: usize) -> bool>;
 
-/// A context (KV cache + conversation state), opaque. Free with `ta_context_free`.
-/// One thread at a time: a concurrent call gets `TA_ERR_BUSY`. The exceptions,
-/// safe from any thread at any time: `ta_context_cancel`, `ta_context_n_ctx` and
-/// `ta_context_tokenize` (which only reads the model).
+/// A context (KV cache for up to `n_seq_max` sequences, and the batch scheduler
+/// that decodes them together), opaque. Free with `ta_context_free`. Its own calls
+/// (`ta_context_generate`, `_chat`, `_reset`, `_state_*`) act on one sequence of its
+/// own, claimed on first use, and serve one thread at a time: a concurrent call
+/// gets `TA_ERR_BUSY`. Safe from any thread at any time: `ta_context_cancel`,
+/// `ta_context_n_*`, `ta_context_tokenize` (which only reads the model) and
+/// `ta_sequence_new`.
 pub struct ta_context {
-    inner: Mutex<Context>,
+    pub(super) inner: Mutex<Context>,
     abort: AbortHandle,
-    model: std::sync::Arc<crate::engine::Model>,
+    pub(super) model: std::sync::Arc<crate::engine::Model>,
     n_ctx: u32,
+    n_ctx_seq: u32,
+    n_seq_max: u32,
+    pub(super) sequences: crate::engine::Sequences,
 }
 
 /// Default context parameters.
@@ -134,6 +161,8 @@ pub extern "C" fn ta_context_default_params() -> ta_context_params {
             n_threads_batch: d.n_threads_batch,
             flash_attn: TA_FLASH_ATTN_AUTO,
             seed: d.seed,
+            n_seq_max: d.n_seq_max,
+            kv_unified: d.kv_unified,
         })
     })
 }
@@ -148,6 +177,8 @@ const FALLBACK_CTX_PARAMS: ta_context_params = ta_context_params {
     n_threads_batch: 0,
     flash_attn: TA_FLASH_ATTN_AUTO,
     seed: TA_SEED_DEFAULT,
+    n_seq_max: 1,
+    kv_unified: false,
 };
 
 const FALLBACK_GEN_PARAMS: ta_gen_params = ta_gen_params {
@@ -165,6 +196,8 @@ const FALLBACK_GEN_PARAMS: ta_gen_params = ta_gen_params {
     n_stop: 0,
     grammar: std::ptr::null(),
     chat_template: std::ptr::null(),
+    context_shift: false,
+    n_keep: 0,
 };
 
 /// Default sampling parameters.
@@ -187,6 +220,8 @@ pub extern "C" fn ta_gen_default_params() -> ta_gen_params {
             n_stop: 0,
             grammar: std::ptr::null(),
             chat_template: std::ptr::null(),
+            context_shift: d.context_shift,
+            n_keep: d.n_keep,
         })
     })
 }
@@ -214,10 +249,12 @@ fn context_params(p: *const ta_context_params) -> Result<ContextParams> {
         n_threads_batch: p.n_threads_batch,
         flash_attn,
         seed: p.seed,
+        n_seq_max: p.n_seq_max,
+        kv_unified: p.kv_unified,
     })
 }
 
-fn gen_params(p: *const ta_gen_params) -> Result<GenParams> {
+pub(super) fn gen_params(p: *const ta_gen_params) -> Result<GenParams> {
     // SAFETY: NULL = defaults, else valid for the call.
     let Some(p) = (unsafe { p.as_ref() }) else {
         return Ok(GenParams::default());
@@ -237,6 +274,8 @@ fn gen_params(p: *const ta_gen_params) -> Result<GenParams> {
         stop: stops,
         grammar: opt_str_arg(p.grammar, "params.grammar")?.map(str::to_owned),
         chat_template: opt_str_arg(p.chat_template, "params.chat_template")?.map(str::to_owned),
+        context_shift: p.context_shift,
+        n_keep: p.n_keep,
     })
 }
 
@@ -261,6 +300,9 @@ pub unsafe extern "C" fn ta_context_new(
             abort: ctx.abort_handle(),
             model: m.inner.clone(),
             n_ctx: ctx.n_ctx(),
+            n_ctx_seq: ctx.n_ctx_seq(),
+            n_seq_max: ctx.n_seq_max(),
+            sequences: ctx.sequences(),
             inner: Mutex::new(ctx),
         }));
         Ok(())
@@ -284,17 +326,26 @@ pub unsafe extern "C" fn ta_context_free(ctx: *mut ta_context) {
 }
 
 fn lock(c: &ta_context) -> Result<parking_lot::MutexGuard<'_, Context>> {
-    c.inner.try_lock().ok_or_else(|| {
-        Error::new(
-            crate::error::ErrorKind::Busy,
-            "the context is in use by another thread (a ta_context serves one call at a time)",
-        )
-    })
+    try_lock(
+        &c.inner,
+        "the context is in use by another thread (a ta_context serves one call at a time)",
+    )
+}
+
+pub(super) fn try_lock<'a, T>(
+    m: &'a Mutex<T>,
+    busy: &str,
+) -> Result<parking_lot::MutexGuard<'a, T>> {
+    m.try_lock()
+        .ok_or_else(|| Error::new(crate::error::ErrorKind::Busy, busy))
 }
 
 /// The one place text crosses into a caller's callback.
 #[inline]
-fn c_emit(callback: ta_text_callback, user_data: *mut c_void) -> impl FnMut(&str) -> bool {
+pub(super) fn c_emit(
+    callback: ta_text_callback,
+    user_data: *mut c_void,
+) -> impl FnMut(&str) -> bool {
     move |s: &str| match callback {
         // SAFETY: the caller's callback and user_data; text borrowed for the call.
         Some(f) => unsafe { f(user_data, s.as_ptr() as *const c_char, s.len()) },
@@ -313,8 +364,21 @@ fn stream(
     let c = arg(ctx as *const ta_context, "ctx")?;
     let gp = gen_params(params)?;
     let mut guard = lock(c)?;
+    stream_on(&mut *guard, &gp, callback, user_data, out_result, run)
+}
+
+/// Run a generation call on `target` and write its result: the part shared by
+/// contexts and sequences.
+pub(super) fn stream_on<T>(
+    target: &mut T,
+    gp: &GenParams,
+    callback: ta_text_callback,
+    user_data: *mut c_void,
+    out_result: *mut ta_gen_result,
+    run: impl FnOnce(&mut T, &GenParams, &mut dyn FnMut(&str) -> bool) -> Result<GenResult>,
+) -> Result<()> {
     let mut cb = c_emit(callback, user_data);
-    let r = run(&mut guard, &gp, &mut cb)?;
+    let r = run(target, gp, &mut cb)?;
     // SAFETY: NULL = the caller does not want the result; else writable.
     if let Some(o) = unsafe { out_result.as_mut() } {
         *o = ta_gen_result {
@@ -324,6 +388,8 @@ fn stream(
             n_generated_tokens: r.n_generated,
             prompt_ms: r.prompt_ms,
             gen_ms: r.gen_ms,
+            n_shifts: r.n_shifts,
+            n_shifted_tokens: r.n_shifted,
         };
     }
     if r.stop_reason == StopReason::Cancelled {
@@ -423,13 +489,72 @@ pub unsafe extern "C" fn ta_context_reset(ctx: *mut ta_context) -> ta_status {
     })
 }
 
-/// The context window in tokens (0 if `ctx` is NULL).
+/// The KV cache size in tokens, all sequences together (0 if `ctx` is NULL).
 ///
 /// # Safety
 /// `ctx` must be NULL or a live context.
 #[no_mangle]
 pub unsafe extern "C" fn ta_context_n_ctx(ctx: *const ta_context) -> u32 {
     boundary_value("ta_context_n_ctx", 0, || Ok(arg(ctx, "ctx")?.n_ctx))
+}
+
+/// The window of one sequence in tokens: n_ctx / n_seq_max (rounded up to a
+/// multiple of 256), or n_ctx with `kv_unified` (0 if `ctx` is NULL).
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_n_ctx_seq(ctx: *const ta_context) -> u32 {
+    boundary_value("ta_context_n_ctx_seq", 0, || Ok(arg(ctx, "ctx")?.n_ctx_seq))
+}
+
+/// How many sequences the context serves at once (0 if `ctx` is NULL).
+///
+/// # Safety
+/// `ctx` must be NULL or a live context.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_n_seq_max(ctx: *const ta_context) -> u32 {
+    boundary_value("ta_context_n_seq_max", 0, || Ok(arg(ctx, "ctx")?.n_seq_max))
+}
+
+/// `ta_sequence_state_save` on the context's own sequence.
+///
+/// # Safety
+/// `ctx` must be a live context; `path` NUL-terminated; `out_n_tokens` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_state_save(
+    ctx: *mut ta_context,
+    path: *const c_char,
+    out_n_tokens: *mut usize,
+) -> ta_status {
+    boundary("ta_context_state_save", || {
+        let c = arg(ctx as *const ta_context, "ctx")?;
+        let p = path_arg(path, "path")?;
+        let mut g = lock(c)?;
+        let n = g.main_sequence()?.save_state(p)?;
+        write_opt(out_n_tokens, n);
+        Ok(())
+    })
+}
+
+/// `ta_sequence_state_load` on the context's own sequence.
+///
+/// # Safety
+/// `ctx` must be a live context; `path` NUL-terminated; `out_n_tokens` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn ta_context_state_load(
+    ctx: *mut ta_context,
+    path: *const c_char,
+    out_n_tokens: *mut usize,
+) -> ta_status {
+    boundary("ta_context_state_load", || {
+        let c = arg(ctx as *const ta_context, "ctx")?;
+        let p = path_arg(path, "path")?;
+        let mut g = lock(c)?;
+        let n = g.main_sequence()?.load_state(p)?;
+        write_opt(out_n_tokens, n);
+        Ok(())
+    })
 }
 
 /// `ta_model_tokenize` on the context's model.

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod context;
 pub mod hardware;
 pub mod model;
+pub mod sequence;
 
 use crate::error::{Error, ErrorKind, Result};
 use once_cell::sync::Lazy;
@@ -61,7 +62,7 @@ pub const TA_VERSION_MAJOR: u32 = 0;
 pub const TA_VERSION_MINOR: u32 = 1;
 pub const TA_VERSION_PATCH: u32 = 0;
 /// Bumped whenever a struct layout or a function signature changes.
-pub const TA_ABI_VERSION: u32 = 2;
+pub const TA_ABI_VERSION: u32 = 3;
 
 /// Log levels for `ta_set_log_callback`.
 pub const TA_LOG_DEBUG: i32 = 1;
@@ -193,6 +194,19 @@ pub(crate) fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
             e.valid_up_to()
         ))
     })
+}
+
+/// A required NUL-terminated UTF-8 path argument.
+pub(crate) fn path_arg<'a>(p: *const c_char, name: &str) -> Result<&'a std::path::Path> {
+    str_arg(p, name).map(std::path::Path::new)
+}
+
+/// Write an optional out-parameter (NULL = the caller does not want it).
+pub(crate) fn write_opt<T>(p: *mut T, v: T) {
+    // SAFETY: documented as NULL or writable.
+    if let Some(o) = unsafe { p.as_mut() } {
+        *o = v;
+    }
 }
 
 /// An optional string argument (NULL = None).

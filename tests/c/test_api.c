@@ -914,6 +914,183 @@ static void test_context_too_big(const ta_model *m) {
     CHECK(c == (ta_context *)1, "out param written on failure");
 }
 
+
+/* ------------------------------------------------------------ sequences */
+
+typedef struct {
+    ta_sequence *seq;
+    const char *prompt;
+    collector out;
+    ta_gen_result res;
+    ta_status st;
+} seq_job;
+
+static void *seq_main(void *p) {
+    seq_job *j = p;
+    ta_gen_params gp = greedy(24);
+    collector_init(&j->out);
+    j->st = ta_sequence_generate(j->seq, j->prompt, &gp, collect_cb, &j->out, &j->res);
+    return NULL;
+}
+
+typedef struct {
+    ta_sequence *seq;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, release;
+    ta_status status;
+} seq_busy;
+
+static bool seq_busy_cb(void *ud, const char *text, size_t len) {
+    (void)text;
+    (void)len;
+    seq_busy *s = ud;
+    pthread_mutex_lock(&s->mu);
+    s->started = 1;
+    pthread_cond_broadcast(&s->cv);
+    while (!s->release) pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    return false;
+}
+
+static void *seq_busy_main(void *p) {
+    seq_busy *s = p;
+    ta_gen_params gp = greedy(64);
+    s->status = ta_sequence_generate(s->seq, "Once upon a time", &gp, seq_busy_cb, s, NULL);
+    return NULL;
+}
+
+static void test_sequences(const ta_model *m) {
+    ta_context_params cp = ta_context_default_params();
+    CHECK(cp.n_seq_max == 1 && !cp.kv_unified, "defaults %u %d", cp.n_seq_max, cp.kv_unified);
+    ta_gen_params dp = ta_gen_default_params();
+    CHECK(!dp.context_shift && dp.n_keep == 0, "gen defaults");
+    cp.n_ctx = 4096;
+    cp.n_seq_max = 4;
+    cp.n_threads = 2;
+    ta_context *c = NULL;
+    CHECK_ST(ta_context_new(m, &cp, &c), TA_OK);
+    CHECK(ta_context_n_seq_max(c) == 4, "%u", ta_context_n_seq_max(c));
+    CHECK(ta_context_n_ctx_seq(c) == 1024, "%u", ta_context_n_ctx_seq(c));
+    CHECK(ta_context_n_ctx(c) == 4096, "%u", ta_context_n_ctx(c));
+
+    /* NULL arguments. */
+    ta_sequence *s0 = (ta_sequence *)1;
+    CHECK_ST(ta_sequence_new(NULL, &s0), TA_ERR_NULL_ARG);
+    CHECK(s0 == (ta_sequence *)1, "out param written on failure");
+    CHECK_ST(ta_sequence_new(c, NULL), TA_ERR_NULL_ARG);
+    ta_sequence_free(NULL);
+    ta_sequence_cancel(NULL);
+    CHECK(ta_sequence_id(NULL) == -1, "id(NULL)");
+    CHECK(ta_context_n_ctx_seq(NULL) == 0 && ta_context_n_seq_max(NULL) == 0, "n_*(NULL)");
+    CHECK_ST(ta_sequence_generate(NULL, "x", NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_sequence_chat(NULL, NULL, 0, NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_sequence_reset(NULL), TA_ERR_NULL_ARG);
+    size_t n = 0;
+    CHECK_ST(ta_sequence_n_cached(NULL, &n), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_sequence_state_save(NULL, "x", NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_sequence_state_load(NULL, "x", NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_state_save(NULL, "x", NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_state_load(NULL, "x", NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_state_save(c, NULL, NULL), TA_ERR_NULL_ARG);
+
+    /* Four questions at once on four sequences of one context. */
+    static const char *Q[4] = {"The capital of France is", "The three primary colours are",
+                               "Water boils at", "The largest planet is"};
+    seq_job jobs[4];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < 4; i++) {
+        CHECK_ST(ta_sequence_new(c, &jobs[i].seq), TA_OK);
+        CHECK(ta_sequence_id(jobs[i].seq) >= 0 && ta_sequence_id(jobs[i].seq) < 4, "id");
+        jobs[i].prompt = Q[i];
+    }
+    ta_sequence *extra = (ta_sequence *)1;
+    CHECK_ST(ta_sequence_new(c, &extra), TA_ERR_BUSY);
+    CHECK(last_error_has("n_seq_max"), "%s", ta_last_error());
+    CHECK_ST(ta_sequence_chat(jobs[0].seq, NULL, 1, NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_sequence_generate(jobs[0].seq, NULL, NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_sequence_n_cached(jobs[0].seq, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_sequence_state_save(jobs[0].seq, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_sequence_state_load(jobs[0].seq, NULL, NULL), TA_ERR_NULL_ARG);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, seq_main, &jobs[i]);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_ST(jobs[i].st, TA_OK);
+        CHECK(jobs[i].out.len > 0 && valid_utf8((unsigned char *)jobs[i].out.buf, jobs[i].out.len),
+              "answer %d", i);
+        CHECK(jobs[i].res.n_generated_tokens > 0, "generated %d", i);
+    }
+    /* Each answer again alone: the same first words (see tests/sequences.rs for
+     * why concurrent greedy text may differ late). */
+    for (int i = 0; i < 4; i++) {
+        ta_sequence_reset(jobs[i].seq);
+        collector alone;
+        collector_init(&alone);
+        ta_gen_params gp = greedy(24);
+        CHECK_ST(ta_sequence_generate(jobs[i].seq, Q[i], &gp, collect_cb, &alone, NULL), TA_OK);
+        size_t k = alone.len < 12 ? alone.len : 12;
+        CHECK(jobs[i].out.len >= k && memcmp(jobs[i].out.buf, alone.buf, k) == 0, "answer %d: '%.*s' vs '%.*s'", i,
+              (int)jobs[i].out.len, jobs[i].out.buf, (int)alone.len, alone.buf);
+    }
+
+    /* BUSY per sequence: seq 0 is held inside its callback; seq 1 still works. */
+    seq_busy b;
+    memset(&b, 0, sizeof b);
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    b.seq = jobs[0].seq;
+    pthread_t bt;
+    pthread_create(&bt, NULL, seq_busy_main, &b);
+    pthread_mutex_lock(&b.mu);
+    while (!b.started) pthread_cond_wait(&b.cv, &b.mu);
+    pthread_mutex_unlock(&b.mu);
+    CHECK_ST(ta_sequence_generate(b.seq, "x", NULL, NULL, NULL, NULL), TA_ERR_BUSY);
+    CHECK_ST(ta_sequence_reset(b.seq), TA_ERR_BUSY);
+    CHECK_ST(ta_sequence_n_cached(b.seq, &n), TA_ERR_BUSY);
+    CHECK(ta_sequence_id(b.seq) >= 0, "id while busy");
+    ta_gen_params gp = greedy(8);
+    collector other;
+    collector_init(&other);
+    CHECK_ST(ta_sequence_generate(jobs[1].seq, "Hello", &gp, collect_cb, &other, NULL), TA_OK);
+    CHECK(other.len > 0, "another sequence runs while one is busy");
+    pthread_mutex_lock(&b.mu);
+    b.release = 1;
+    pthread_cond_broadcast(&b.cv);
+    pthread_mutex_unlock(&b.mu);
+    pthread_join(bt, NULL);
+    CHECK_ST(b.status, TA_ERR_CANCELLED);
+
+    /* State files: save one sequence, load it into another. */
+    char path[512], bad[512];
+    snprintf(path, sizeof path, "%s/seq.kv", scratch);
+    snprintf(bad, sizeof bad, "%s/bad.kv", scratch);
+    size_t saved = 0, loaded = 0, held = 0;
+    CHECK_ST(ta_sequence_state_save(jobs[1].seq, path, &saved), TA_OK);
+    CHECK_ST(ta_sequence_n_cached(jobs[1].seq, &held), TA_OK);
+    CHECK(saved == held && saved > 0, "%zu %zu", saved, held);
+    CHECK_ST(ta_sequence_state_load(jobs[2].seq, path, &loaded), TA_OK);
+    CHECK(loaded == saved, "%zu %zu", loaded, saved);
+    CHECK_ST(ta_sequence_n_cached(jobs[2].seq, &n), TA_OK);
+    CHECK(n == saved, "%zu", n);
+    write_file(bad, "TAKVSTAT garbage", 16);
+    CHECK_ST(ta_sequence_state_load(jobs[2].seq, bad, &loaded), TA_ERR_INVALID_ARG);
+    CHECK(loaded == saved, "out param written on failure");
+    CHECK_ST(ta_sequence_n_cached(jobs[2].seq, &n), TA_OK);
+    CHECK(n == 0, "a refused state leaves the sequence empty (%zu)", n);
+    snprintf(bad, sizeof bad, "%s/missing.kv", scratch);
+    CHECK_ST(ta_sequence_state_load(jobs[2].seq, bad, NULL), TA_ERR_NOT_FOUND);
+    CHECK(last_error_has("missing.kv"), "%s", ta_last_error());
+
+    /* Free orders: the context first, then use and free its sequences. */
+    ta_context_free(c);
+    collector after;
+    collector_init(&after);
+    CHECK_ST(ta_sequence_generate(jobs[3].seq, "Hi", &gp, collect_cb, &after, NULL), TA_OK);
+    CHECK(after.len > 0, "a sequence outlives its context handle");
+    for (int i = 0; i < 4; i++) ta_sequence_free(jobs[i].seq);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
@@ -934,6 +1111,7 @@ int main(int argc, char **argv) {
     test_generation(m);
     test_cancel_from_thread(m);
     test_busy(m);
+    test_sequences(m);
     test_two_threads(m);
     test_hardware(m);
     test_context_too_big(m);

@@ -280,3 +280,87 @@ def test_chat_with_a_template_named_for_the_call(ctx):
     assert r.n_generated_tokens <= 3
     with pytest.raises(tabagent.InvalidArgumentError):
         ctx.generate("x", temperature=-1.0, max_tokens=1)
+
+
+# ----------------------------------------------------------------------------- sequences
+
+
+def test_four_questions_at_once_on_one_context(model):
+    qs = ["What is 2+2?", "Name a colour.", "What is the sun?", "Say hello."]
+    chats = [[{"role": "user", "content": q}] for q in qs]
+    with tabagent.Context(model, n_ctx=4096, n_seq_max=4, n_threads=2) as ctx:
+        assert ctx.n_seq_max == 4 and ctx.n_ctx_seq == 1024
+        got = dict(ctx.generate_many(chats, max_tokens=16, temperature=0))
+        assert sorted(got) == [0, 1, 2, 3]
+        assert all(r.text and r.n_generated_tokens > 0 for r in got.values())
+        # The sequences were freed: all four can be claimed again.
+        seqs = [ctx.sequence() for _ in range(4)]
+        with pytest.raises(tabagent.BusyError):
+            ctx.sequence()
+        for s in seqs:
+            s.close()
+
+
+def test_sequences_from_threads_and_busy_per_sequence(model):
+    with tabagent.Context(model, n_ctx=2048, n_seq_max=2, n_threads=2) as ctx:
+        a, b = ctx.sequence(), ctx.sequence()
+        assert {a.id, b.id} == {0, 1}
+        started, release = threading.Event(), threading.Event()
+        errors = []
+
+        def hold(piece):
+            started.set()
+            release.wait(10)
+            return False
+
+        def run():
+            try:
+                a.generate("Once upon a time", on_text=hold, max_tokens=32, temperature=0)
+            except tabagent.CancelledError:
+                pass
+            except BaseException as e:
+                errors.append(e)
+
+        t = threading.Thread(target=run)
+        t.start()
+        assert started.wait(30)
+        with pytest.raises(tabagent.BusyError):
+            a.generate("x", max_tokens=1)
+        # The other sequence runs meanwhile.
+        assert b.generate("Hello", max_tokens=4, temperature=0).n_generated_tokens > 0
+        release.set()
+        t.join()
+        assert not errors
+
+
+def test_state_round_trip_in_a_fresh_process(model, tmp_path):
+    import subprocess
+    path = str(tmp_path / "conv.kv")
+    prompt = "<|im_start|>user\n" + "Remember the number 42. " * 30 + "<|im_end|>\n<|im_start|>assistant\n"
+    with tabagent.Context(model, n_ctx=2048, n_threads=2) as ctx:
+        ctx.generate(prompt, max_tokens=1, temperature=0)
+        n = ctx.save_state(path)
+        assert n > 100
+        want = ctx.generate(prompt + "Sure.", max_tokens=8, temperature=0)
+    code = (
+        "import sys, tabagent\n"
+        "m = tabagent.Model(sys.argv[1]); c = tabagent.Context(m, n_ctx=2048, n_threads=2)\n"
+        "print(c.load_state(sys.argv[2]))\n"
+        "r = c.generate(sys.argv[3], max_tokens=8, temperature=0)\n"
+        "print(r.n_reused_tokens); print(repr(r.text))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(tabagent.__file__))
+    out = subprocess.run([sys.executable, "-c", code, MODEL, path, prompt + "Sure."], capture_output=True,
+                         text=True, env=env, check=True).stdout.splitlines()
+    assert int(out[0]) == n
+    assert int(out[1]) >= n - 1
+    assert out[2] == repr(want.text)
+    # Damaged: refused, and the sequence is left empty.
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with tabagent.Context(model, n_ctx=2048, n_threads=2) as ctx:
+        s = ctx.sequence()
+        s.generate("Hi", max_tokens=2)
+        with pytest.raises(tabagent.InvalidArgumentError):
+            s.load_state(path)
+        assert s.n_cached == 0
