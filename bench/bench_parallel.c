@@ -21,8 +21,10 @@
 #define TG 64      /* tokens generated per sequence */
 #define WINDOW 512 /* tokens per sequence */
 #define MAXN 8
+#define REPS 3 /* each figure: the median of REPS runs, reference and library interleaved */
 
 static int THREADS;
+static bool UNIFIED; /* lib_run: one KV cache for all sequences */
 static const char *MODEL;
 static ta_model *M;
 
@@ -63,7 +65,10 @@ static long rss_kib(void) {
     return v;
 }
 
-/* Run fn in a forked child; it returns two numbers through a pipe. */
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
 typedef void (*measure_fn)(int n, double out[2]);
 static void in_child(measure_fn fn, int n, double out[2]) {
     int fd[2];
@@ -85,6 +90,23 @@ static void in_child(measure_fn fn, int n, double out[2]) {
     close(fd[0]);
     int st;
     waitpid(pid, &st, 0);
+}
+
+/* Medians over REPS runs of each of two measurements, interleaved so that a
+ * slow spell of the machine hits both sides. */
+static void paired(measure_fn a, measure_fn b, int n, double ma[2], double mb[2]) {
+    double va[REPS], vb[REPS], ra[REPS], rb[REPS];
+    for (int i = 0; i < REPS; i++) {
+        double x[2], y[2];
+        in_child(a, n, x);
+        in_child(b, n, y);
+        va[i] = x[0], ra[i] = x[1], vb[i] = y[0], rb[i] = y[1];
+    }
+    qsort(va, REPS, sizeof *va, cmp_d);
+    qsort(vb, REPS, sizeof *vb, cmp_d);
+    qsort(ra, REPS, sizeof *ra, cmp_d);
+    qsort(rb, REPS, sizeof *rb, cmp_d);
+    ma[0] = va[REPS / 2], ma[1] = ra[REPS / 2], mb[0] = vb[REPS / 2], mb[1] = rb[REPS / 2];
 }
 
 static const char *PROMPTS[MAXN] = {
@@ -220,6 +242,7 @@ static void lib_run(int n, int contexts, double out[2]) {
     if (!contexts) {
         cp.n_ctx = WINDOW * n;
         cp.n_seq_max = n;
+        cp.kv_unified = UNIFIED;
         if ((st = ta_context_new(M, &cp, &one)) != TA_OK) die("context", st);
     } else {
         /* The cores shared out: more decode threads than cores make ggml's
@@ -271,6 +294,10 @@ static void lib_run(int n, int contexts, double out[2]) {
 }
 
 static void lib_seqs(int n, double out[2]) { lib_run(n, 0, out); }
+static void lib_unified(int n, double out[2]) {
+    UNIFIED = true;
+    lib_run(n, 0, out);
+}
 static void lib_ctxs(int n, double out[2]) { lib_run(n, 1, out); }
 
 /* ------------------------------------------------------------ state and prefix */
@@ -431,23 +458,28 @@ int main(int argc, char **argv) {
     printf("threads=%d\ntg_tokens_per_sequence=%d\n", THREADS, TG);
 
     double ref1[2], lib1[2];
-    in_child(ref_parallel, 1, ref1);
-    in_child(lib_seqs, 1, lib1);
+    paired(ref_parallel, lib_seqs, 1, ref1, lib1);
     printf("ref_1seq_tps=%.1f\nlib_1seq_tps=%.1f\n", ref1[0], lib1[0]);
     static const int NS[3] = {2, 4, 8};
     for (int i = 0; i < 3; i++) {
         int n = NS[i];
         double ref[2], lib[2];
-        in_child(ref_parallel, n, ref);
-        in_child(lib_seqs, n, lib);
+        paired(ref_parallel, lib_seqs, n, ref, lib);
         double rr = ref[0] / ref1[0], lr = lib[0] / lib1[0];
         printf("ref_%dseq_tps=%.1f\nlib_%dseq_tps=%.1f\n", n, ref[0], n, lib[0]);
         printf("parallel%d_ratio=%.3f\nparallel%d_ref_ratio=%.3f\nparallel%d_vs_ref=%.3f\n", n, lr, n, rr, n,
                lr / rr);
+        printf("parallel%d_tps_vs_ref=%.3f\n", n, lib[0] / ref[0]);
+    }
+    /* The other KV layout, for the record: one cache that every sequence attends over. */
+    for (int i = 1; i < 3; i++) {
+        int n = NS[i];
+        double split[2], unified[2];
+        paired(lib_seqs, lib_unified, n, split, unified);
+        printf("parallel%d_unified_ratio=%.3f\n", n, unified[0] / lib1[0]);
     }
     double seqs[2], ctxs[2];
-    in_child(lib_seqs, 4, seqs);
-    in_child(lib_ctxs, 4, ctxs);
+    paired(lib_seqs, lib_ctxs, 4, seqs, ctxs);
     printf("four_sequences_tps=%.1f\nfour_sequences_rss_mib=%.1f\nfour_contexts_tps=%.1f\nfour_contexts_rss_mib=%.1f\n",
            seqs[0], seqs[1], ctxs[0], ctxs[1]);
     printf("parallel4_vs_contexts=%.3f\n", seqs[0] / ctxs[0]);

@@ -538,6 +538,40 @@ fn state_files_from_another_model_or_damaged_are_refused() {
         }
     }
 
+    // Fuzz llama.cpp's reader with a valid digest: flips and cuts where it keeps
+    // its structure (cell counts, positions, sequence ids, layer and row sizes at
+    // the start of the state, and the start of each layer's rows).
+    let blob_len = end - blob_at;
+    for i in 0..400u64 {
+        let mut g = bytes[..end].to_vec();
+        let r = rng();
+        let at = blob_at
+            + if i % 2 == 0 {
+                (r % 512) as usize % blob_len
+            } else {
+                (r % blob_len as u64) as usize
+            };
+        if i % 10 == 9 {
+            // A shorter state, its length field adjusted to match.
+            g.truncate(at);
+            let new_len = (at - blob_at) as u64;
+            g[blob_at - 8..blob_at].copy_from_slice(&new_len.to_le_bytes());
+        } else {
+            g[at] ^= 1 << (r >> 32) % 8;
+        }
+        let d: [u8; 32] = sha2::Sha256::digest(&g).into();
+        g.extend_from_slice(&d);
+        let f = scratch("fuzz.kv");
+        std::fs::write(&f, &g).unwrap();
+        match t.load_state(&f) {
+            Ok(got) => assert_eq!(t.cached_tokens().len(), got, "fuzz {i}"),
+            Err(e) => assert!(t.cached_tokens().is_empty(), "fuzz {i}: {}", e.message()),
+        }
+    }
+    // The sequence still works after all that.
+    t.reset();
+    assert!(gen(&mut t, "Hello", &greedy(2)).1.n_generated > 0);
+
     // Another model: the tiny generated llama.
     let tiny = scratch("tiny.gguf");
     std::fs::write(&tiny, tabagent::gguf::testgen::tiny_llama().build()).unwrap();

@@ -180,6 +180,37 @@ impl Llama {
             self.cached.iter_mut().for_each(Vec::clear);
         }
         self.cached[seq as usize].clear();
+        // SAFETY: valid memory.
+        if unsafe { sys::llama_memory_seq_pos_min(self.mem(), seq) } != -1 {
+            self.purge_stream(seq);
+        }
+    }
+
+    /// `seq_rm` cannot remove cells at negative positions (a crafted state file
+    /// can leave some). With one KV stream per sequence, copying an empty
+    /// sequence's stream over this one resets it whole.
+    fn purge_stream(&mut self, seq: i32) {
+        let mem = self.mem();
+        let empty = (0..self.cached.len() as i32).find(|&s| {
+            // SAFETY (both): valid memory.
+            s != seq
+                && self.cached[s as usize].is_empty()
+                && unsafe { sys::llama_memory_seq_pos_min(mem, s) } == -1
+                && unsafe { sys::llama_memory_seq_pos_max(mem, s) } == -1
+        });
+        if let Some(e) = empty {
+            // SAFETY: valid memory; both ids are below n_seq_max; a full-range copy.
+            let _ = shim::guard(ErrorKind::Backend, "purge", |er, el| unsafe {
+                shim::tas_memory_seq_cp(mem, e, seq, -1, -1, er, el)
+            });
+        }
+        // SAFETY: valid memory.
+        if unsafe { sys::llama_memory_seq_pos_min(mem, seq) } != -1 {
+            crate::log::log(
+                crate::log::LogLevel::Error,
+                &format!("sequence {seq} keeps KV cells that cannot be removed; free the context to reclaim them"),
+            );
+        }
     }
 
     /// Re-derive what `seq` holds after a failed decode appended `added` tokens.

@@ -47,6 +47,54 @@ pub(crate) fn fingerprint(path: &Path, data_offset: u64, file_size: u64) -> Opti
     Some(h.finalize().into())
 }
 
+/// llama.cpp restores a cell at whatever position a state names, and `seq_rm`
+/// cannot remove a cell at a negative position again: a crafted file would leave
+/// a sequence that no longer decodes. So for a plain KV cache the cells are read
+/// here first (llama.cpp's layout: magic, sequence id, stream count, then per
+/// stream a cell count, each cell's position, 1 and its sequence id, then the
+/// cells' data): exactly the positions 0..n, each once, in one stream.
+fn check_cells(blob: &[u8], n: usize) -> std::result::Result<(), String> {
+    let mut at = 0usize;
+    let mut word = || -> std::result::Result<u32, String> {
+        let b = blob
+            .get(at..at + 4)
+            .ok_or_else(|| format!("the KV cells end early (byte {at})"))?;
+        at += 4;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let (_magic, _seq, n_stream) = (word()?, word()?, word()?);
+    if n_stream == 0 || n_stream > super::context::MAX_SEQ {
+        return Err(format!("{n_stream} KV streams"));
+    }
+    for _ in 0..n_stream {
+        let count = word()? as usize;
+        if count == 0 {
+            continue;
+        }
+        if count != n {
+            return Err(format!("{count} KV cells for {n} tokens"));
+        }
+        let mut seen = vec![false; n];
+        for _ in 0..count {
+            let (pos, n_seq, _id) = (word()? as i32, word()?, word()?);
+            if n_seq != 1 {
+                return Err(format!("a KV cell in {n_seq} sequences"));
+            }
+            match usize::try_from(pos).ok().filter(|&p| p < n) {
+                Some(p) if !seen[p] => seen[p] = true,
+                _ => return Err(format!("a KV cell at position {pos} (tokens: {n})")),
+            }
+        }
+        // The cells' data follows; llama.cpp checks its sizes.
+        return Ok(());
+    }
+    if n == 0 {
+        Ok(())
+    } else {
+        Err(format!("no KV cells for {n} tokens"))
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -144,8 +192,20 @@ impl Sequence {
                 "{shown}: token {t} is out of range (vocabulary has {n_vocab})"
             )));
         }
-        let ctx = l.ptr.as_ptr();
         let what = format!("{shown}: loading sequence state");
+        // Models with extra per-cell data (M-RoPE) or other memories (recurrent)
+        // write another layout; for them the position check after the load stands.
+        let mrope = sh
+            .model
+            .gguf()
+            .kv
+            .iter()
+            .any(|(k, _)| k.ends_with(".rope.dimension_sections"));
+        if sh.can_shift && !mrope {
+            check_cells(blob, tokens.len())
+                .map_err(|why| Error::invalid_arg(format!("{what}: {why}")))?;
+        }
+        let ctx = l.ptr.as_ptr();
         let mut read = 0usize;
         crate::log::clear_backend_errors();
         // SAFETY: valid context; `blob` holds blob.len() readable bytes.
@@ -271,6 +331,50 @@ mod tests {
         let d: [u8; 32] = Sha256::digest(&out).into();
         out.extend_from_slice(&d);
         out
+    }
+
+    fn cells(n_stream: u32, streams: &[(u32, &[(i32, u32)])]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for w in [0x0dd0_fdd0u32, 1, n_stream] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        for (count, list) in streams {
+            b.extend_from_slice(&count.to_le_bytes());
+            for (pos, n_seq) in *list {
+                b.extend_from_slice(&pos.to_le_bytes());
+                b.extend_from_slice(&n_seq.to_le_bytes());
+                b.extend_from_slice(&1i32.to_le_bytes());
+            }
+        }
+        b.extend_from_slice(b"data");
+        b
+    }
+
+    #[test]
+    fn cell_positions_are_checked_before_llama_restores_them() {
+        // Positions in any cell order, each once: fine (a shifted cache).
+        assert!(check_cells(&cells(2, &[(0, &[]), (3, &[(2, 1), (0, 1), (1, 1)])]), 3).is_ok());
+        assert!(check_cells(&cells(1, &[(0, &[])]), 0).is_ok());
+        let bad: [(Vec<u8>, usize, &str); 6] = [
+            (
+                cells(1, &[(3, &[(0, 1), (1, 1), (-7, 1)])]),
+                3,
+                "position -7",
+            ),
+            (cells(1, &[(3, &[(0, 1), (1, 1), (1, 1)])]), 3, "position 1"),
+            (cells(1, &[(3, &[(0, 1), (1, 1), (3, 1)])]), 3, "position 3"),
+            (cells(1, &[(2, &[(0, 1), (1, 2)])]), 2, "2 sequences"),
+            (cells(1, &[(2, &[(0, 1), (1, 1)])]), 3, "2 KV cells for 3"),
+            (cells(0, &[]), 0, "0 KV streams"),
+        ];
+        for (b, n, want) in bad {
+            let e = check_cells(&b, n).unwrap_err();
+            assert!(e.contains(want), "{e} / {want}");
+        }
+        let b = cells(1, &[(3, &[(0, 1), (1, 1), (2, 1)])]);
+        for cut in 0..b.len() - 4 {
+            assert!(check_cells(&b[..cut], 3).is_err(), "cut {cut}");
+        }
     }
 
     #[test]
