@@ -557,7 +557,7 @@ fn state_files_from_another_model_or_damaged_are_refused() {
             let new_len = (at - blob_at) as u64;
             g[blob_at - 8..blob_at].copy_from_slice(&new_len.to_le_bytes());
         } else {
-            g[at] ^= 1 << (r >> 32) % 8;
+            g[at] ^= 1 << ((r >> 32) % 8);
         }
         let d: [u8; 32] = sha2::Sha256::digest(&g).into();
         g.extend_from_slice(&d);
