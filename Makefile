@@ -10,7 +10,7 @@ CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefine
                -fno-omit-frame-pointer -Iinclude
 LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
 
-.PHONY: demo test setup build model examples test-rust test-c test-corpus test-python test-examples test-install lint bench install clean
+.PHONY: demo test setup build model examples test-rust test-c test-corpus test-python test-examples test-install test-tsan lint bench install clean
 
 ## Set up, build, fetch the default model and stream a chat reply from it.
 demo: setup build model examples
@@ -18,7 +18,7 @@ demo: setup build model examples
 
 ## Every test: Rust unit/integration (incl. header freshness), C under ASan,
 ## Python through the ctypes wrapper, the examples, fmt and clippy.
-test: setup build model test-rust test-c test-corpus test-python test-examples test-install lint
+test: setup build model test-rust test-c test-corpus test-python test-examples test-install test-tsan lint
 	@echo "all tests passed"
 
 setup:
@@ -64,6 +64,11 @@ test-c: build
 	@if [ -s $(TESTBIN)/quiet.out ] || [ -s $(TESTBIN)/quiet.err ]; then \
 	    echo "FAIL: the library wrote to stdout/stderr:"; cat $(TESTBIN)/quiet.out $(TESTBIN)/quiet.err; exit 1; fi
 	@echo "test_quiet: nothing on stdout or stderr"
+
+## ThreadSanitizer over the sequence concurrency tests (nightly + rust-src, which
+## scripts/tsan.sh installs through rustup when it can; it says SKIPPED otherwise).
+test-tsan: model
+	./scripts/tsan.sh
 
 test-python: build
 	$(PY) -m pytest -q tests/python tests/hub

@@ -576,6 +576,16 @@ fn state_files_from_another_model_or_damaged_are_refused() {
     let tiny = scratch("tiny.gguf");
     std::fs::write(&tiny, tabagent::gguf::testgen::tiny_llama().build()).unwrap();
     let tm = Arc::new(Model::load(&tiny, &ModelParams::default()).unwrap());
+    // The fingerprint is the file's, whether loaded from a path or from memory.
+    let from_memory = Model::load_from_buffer(
+        &std::fs::read(&tiny).unwrap(),
+        &ModelParams::default(),
+        None,
+    )
+    .unwrap();
+    assert!(tm.fingerprint().is_some());
+    assert_eq!(tm.fingerprint(), from_memory.fingerprint());
+    assert_ne!(tm.fingerprint(), model().fingerprint());
     let tc = Context::new(
         tm,
         &ContextParams {

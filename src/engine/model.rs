@@ -90,8 +90,18 @@ pub struct Model {
     source: String,
     /// Loaded without weights: tokenizer calls only.
     vocab_only: bool,
-    /// Identifies the weights (KV state files carry it); None if unreadable.
-    fingerprint: Option<[u8; 32]>,
+    /// Identifies the weights (KV state files carry it), computed on first use
+    /// from `fp_source`: loading stays free of it.
+    fingerprint: once_cell::sync::OnceCell<Option<[u8; 32]>>,
+    fp_source: FpSource,
+}
+
+/// Where the fingerprint's bytes come from: the loaded file, held open so a file
+/// replaced after loading cannot be mistaken for it, or a buffer's digest taken
+/// at load time.
+enum FpSource {
+    File(Option<std::fs::File>),
+    Done,
 }
 
 // SAFETY: llama_model and llama_vocab are immutable after load; llama.cpp supports
@@ -180,7 +190,17 @@ impl Model {
     /// A digest of the file's size, metadata and samples of its weights: what KV
     /// state files are matched against. None when the file could not be read.
     pub fn fingerprint(&self) -> Option<[u8; 32]> {
-        self.fingerprint
+        *self.fingerprint.get_or_init(|| match &self.fp_source {
+            FpSource::File(Some(f)) => {
+                use std::os::unix::fs::FileExt;
+                super::state::fingerprint(
+                    &|at, buf| f.read_at(buf, at),
+                    self.gguf.data_offset,
+                    self.gguf.file_size,
+                )
+            }
+            _ => None,
+        })
     }
 
     /// Loaded with `vocab_only`: tokenizer calls work, contexts cannot be made.
@@ -566,7 +586,7 @@ fn load_inner(
             info.description = format!("{} (vocabulary only)", info.architecture);
         }
     }
-    let fingerprint = super::state::fingerprint(path, gguf.data_offset, gguf.file_size);
+    let fp_source = FpSource::File(std::fs::File::open(path).ok());
     Ok(Model {
         ptr,
         vocab,
@@ -574,7 +594,8 @@ fn load_inner(
         info,
         source: shown,
         vocab_only: params.vocab_only,
-        fingerprint,
+        fingerprint: once_cell::sync::OnceCell::new(),
+        fp_source,
     })
 }
 
@@ -673,8 +694,23 @@ mod memfd {
         // llama.cpp opens by path: /proc/self/fd/N reaches the anonymous file. Its
         // mmap keeps the pages alive after the descriptor is closed.
         let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let (offset, size) = (gguf.data_offset, gguf.file_size);
         let mut m = load_inner(&path, gguf, "<memory buffer>".into(), params, progress)?;
         m.source = "<memory buffer>".into();
+        // The memfd is closed below (a handle kept for later would keep its pages
+        // when the model was read rather than mapped): take the digest now.
+        let fp = crate::engine::state::fingerprint(
+            &|at, buf: &mut [u8]| {
+                let b = bytes.get(at as usize..).unwrap_or(&[]);
+                let n = b.len().min(buf.len());
+                buf[..n].copy_from_slice(&b[..n]);
+                Ok(n)
+            },
+            offset,
+            size,
+        );
+        let _ = m.fingerprint.set(fp);
+        m.fp_source = FpSource::Done;
         drop(file);
         Ok(m)
     }

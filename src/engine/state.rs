@@ -10,7 +10,7 @@ use super::sequence::Sequence;
 use super::{shim, sys};
 use crate::error::{Error, ErrorKind, Result};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"TAKVSTAT";
@@ -20,28 +20,30 @@ const DIGEST: usize = 32;
 
 /// What identifies a model's weights without hashing all of them: the file size,
 /// every byte before the tensor data (header, metadata, tensor table) and 16
-/// samples of 4 KiB spread over the tensor data. None when the file cannot be read.
-pub(crate) fn fingerprint(path: &Path, data_offset: u64, file_size: u64) -> Option<[u8; 32]> {
-    let mut f = std::fs::File::open(path).ok()?;
+/// samples of 4 KiB spread over the tensor data. `read_at` reads the model's bytes
+/// at an offset (a file or a buffer). None when they cannot be read.
+pub(crate) fn fingerprint(
+    read_at: &dyn Fn(u64, &mut [u8]) -> std::io::Result<usize>,
+    data_offset: u64,
+    file_size: u64,
+) -> Option<[u8; 32]> {
     let mut h = Sha256::new();
     h.update(file_size.to_le_bytes());
     let head = data_offset.min(file_size);
     let mut buf = vec![0u8; 1 << 16];
-    let mut left = head;
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let n = f.read(&mut buf[..want]).ok()?;
+    let mut at = 0u64;
+    while at < head {
+        let want = (head - at).min(buf.len() as u64) as usize;
+        let n = read_at(at, &mut buf[..want]).ok()?;
         if n == 0 {
             return None;
         }
         h.update(&buf[..n]);
-        left -= n as u64;
+        at += n as u64;
     }
     let span = file_size.saturating_sub(head);
     for k in 0..16u64 {
-        let at = head + span * k / 16;
-        f.seek(SeekFrom::Start(at)).ok()?;
-        let n = (&mut f).take(4096).read(&mut buf).ok()?;
+        let n = read_at(head + span * k / 16, &mut buf[..4096]).ok()?;
         h.update(&buf[..n]);
     }
     Some(h.finalize().into())
