@@ -257,6 +257,8 @@ struct Sched {
 
 /// The state a context's handles and its worker share.
 pub(crate) struct Shared {
+    /// Declared first so it drops first: llama_free reads the model.
+    pub llama: Mutex<Llama>,
     pub model: Arc<Model>,
     pub n_ctx: u32,
     /// The window of one sequence: n_ctx / n_seq_max, or n_ctx with a unified cache.
@@ -266,7 +268,6 @@ pub(crate) struct Shared {
     pub unified: bool,
     /// The memory supports position shifts and partial removal (a plain KV cache).
     pub can_shift: bool,
-    pub llama: Mutex<Llama>,
     sched: Mutex<Sched>,
     work: Condvar,
     abort: Box<StepAbort>,
@@ -326,6 +327,11 @@ impl Core {
         };
         let n_seq_max = setup.params.n_seq_max;
         let sh = Arc::new(Shared {
+            llama: Mutex::new(Llama {
+                ptr,
+                batch,
+                cached: vec![Vec::new(); n_seq_max as usize],
+            }),
             model,
             n_ctx,
             n_ctx_seq,
@@ -333,11 +339,6 @@ impl Core {
             n_seq_max,
             unified: setup.params.kv_unified,
             can_shift,
-            llama: Mutex::new(Llama {
-                ptr,
-                batch,
-                cached: vec![Vec::new(); n_seq_max as usize],
-            }),
             sched: Mutex::new(Sched {
                 in_use: vec![false; n_seq_max as usize],
                 ..Default::default()
