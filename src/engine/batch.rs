@@ -40,6 +40,9 @@ pub(crate) const LOOKAHEAD: usize = 8;
 /// than this does not hold the others back for longer.
 const HANDOFF_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// How long the worker spins for its callers before it sleeps on them.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(300);
+
 /// Fewer shared tokens than this are re-evaluated rather than copied from another
 /// sequence (a cross-stream copy moves a whole KV stream).
 const MIN_SHARE: usize = 16;
@@ -511,7 +514,15 @@ fn worker_loop(sh: &Shared, runs: &mut Vec<Run>) {
         if handed.is_empty() {
             continue;
         }
-        let deadline = Instant::now() + HANDOFF_WAIT;
+        let start = Instant::now();
+        let deadline = start + HANDOFF_WAIT;
+        let pending = || handed.iter().any(|j| j.backlog() > 0 && !j.cancelled());
+        // Spin briefly first: a caller usually takes its token within tens of
+        // microseconds, and a worker that sleeps every token is woken on another
+        // core, away from what the last decode left in its caches.
+        while pending() && start.elapsed() < SPIN {
+            std::hint::spin_loop();
+        }
         let mut s = sh.sched.lock();
         while !s.shutdown && handed.iter().any(|j| j.backlog() > 0 && !j.cancelled()) {
             if sh.work.wait_until(&mut s, deadline).timed_out() {
