@@ -175,17 +175,21 @@ fn cancel_one_sequence_mid_prompt_and_one_mid_generation_while_another_finishes(
         (r, a.cached_tokens().len())
     });
     let mut b = c.new_sequence().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
     let tb = std::thread::spawn(move || {
         let mut n = 0;
         b.generate(&chatml(QUESTIONS[1]), &greedy(64), &mut |_| {
             n += 1;
+            let _ = tx.send(());
             n < 3
         })
         .unwrap()
     });
     let mut s = c.new_sequence().unwrap();
     let other = std::thread::spawn(move || gen(&mut s, &q, &p).0);
-    std::thread::sleep(Duration::from_millis(300));
+    // B answering means steps ran since A's prompt started: prompts share each
+    // step's room, so A has read part of its prompt, far from all of it.
+    rx.recv_timeout(Duration::from_secs(120)).unwrap();
     abort_a.cancel();
     let (ra, held) = ta.join().unwrap();
     assert_eq!(ra.stop_reason, StopReason::Cancelled);
@@ -612,4 +616,20 @@ fn state_files_from_another_model_or_damaged_are_refused() {
     // The good file still loads, and the next call reuses it.
     let n = t.load_state(&good).unwrap();
     assert_eq!(t.cached_tokens().len(), n);
+}
+
+#[test]
+fn a_panicking_callback_stops_its_job_before_the_sequence_is_reused() {
+    let c = ctx(2048, 2, 512);
+    let mut s = c.new_sequence().unwrap();
+    let q = chatml(QUESTIONS[0]);
+    let alone = gen(&mut s, &q, &greedy(16)).0;
+    s.reset();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = s.generate(&q, &greedy(64), &mut |_| panic!("callback bug"));
+    }));
+    assert!(r.is_err());
+    // The worker let go of the job: the same sequence answers as before.
+    s.reset();
+    assert_eq!(gen(&mut s, &q, &greedy(16)).0, alone);
 }

@@ -143,6 +143,13 @@ pub(crate) struct Llama {
     batch: sys::llama_batch,
     /// `cached[s]`: exactly the tokens at positions 0.. of sequence `s`.
     pub cached: Vec<Vec<i32>>,
+    /// A context shift moved cells; llama.cpp rotates their keys in place at the
+    /// start of the next decode, which therefore must not be aborted half-way.
+    shift_pending: bool,
+    /// Sequences whose cells could not be removed (a crafted state file): their
+    /// ids are never handed out again and their calls fail (shared with
+    /// `Shared::retired`, readable without this lock).
+    pub poisoned: Arc<[AtomicBool]>,
 }
 
 // SAFETY: a llama_context may move between threads; every use is under the mutex.
@@ -207,13 +214,16 @@ impl Llama {
                 shim::tas_memory_seq_cp(mem, e, seq, -1, -1, er, el)
             });
         }
-        // SAFETY: valid memory.
-        if unsafe { sys::llama_memory_seq_pos_min(mem, seq) } != -1 {
-            crate::log::log(
-                crate::log::LogLevel::Error,
-                &format!("sequence {seq} keeps KV cells that cannot be removed; free the context to reclaim them"),
-            );
-        }
+        // A whole-stream copy is applied at the next decode and would overwrite
+        // whatever is loaded into this stream before then; and without a copy the
+        // cells stay. Either way the id is not safe to hand out again.
+        self.poisoned[seq as usize].store(true, Ordering::Release);
+        crate::log::log(
+            crate::log::LogLevel::Error,
+            &format!(
+                "sequence {seq} held KV cells that cannot be removed (a crafted state file); its slot is retired until the context is freed"
+            ),
+        );
     }
 
     /// Re-derive what `seq` holds after a failed decode appended `added` tokens.
@@ -269,8 +279,14 @@ pub(crate) struct Shared {
     pub n_batch: u32,
     pub n_seq_max: u32,
     pub unified: bool,
-    /// The memory supports position shifts and partial removal (a plain KV cache).
+    /// The memory supports position shifts (context shift).
     pub can_shift: bool,
+    /// A plain attention KV cache: no recurrent state (Mamba, RWKV, hybrids),
+    /// whose `seq_cp` copies a whole state and whose state files have another
+    /// layout. Prefix copies and the state-file cell check need this.
+    pub plain_kv: bool,
+    /// See `Llama::poisoned`.
+    pub retired: Arc<[AtomicBool]>,
     sched: Mutex<Sched>,
     work: Condvar,
     abort: Box<StepAbort>,
@@ -329,12 +345,20 @@ impl Core {
             )
         };
         let n_seq_max = setup.params.n_seq_max;
+        let retired: Arc<[AtomicBool]> = (0..n_seq_max).map(|_| AtomicBool::new(false)).collect();
+        let recurrent =
+            model.gguf().kv.iter().any(|(k, _)| {
+                k.contains(".ssm.") || k.contains(".wkv.") || k.contains(".shortconv.")
+            });
         let sh = Arc::new(Shared {
             llama: Mutex::new(Llama {
                 ptr,
                 batch,
                 cached: vec![Vec::new(); n_seq_max as usize],
+                shift_pending: false,
+                poisoned: retired.clone(),
             }),
+            retired,
             model,
             n_ctx,
             n_ctx_seq,
@@ -342,6 +366,7 @@ impl Core {
             n_seq_max,
             unified: setup.params.kv_unified,
             can_shift,
+            plain_kv: can_shift && !recurrent,
             sched: Mutex::new(Sched {
                 in_use: vec![false; n_seq_max as usize],
                 ..Default::default()
@@ -385,10 +410,15 @@ impl Shared {
         }
     }
 
-    /// Give a sequence id back, forgetting its KV cells.
+    /// Give a sequence id back, forgetting its KV cells (a retired id stays taken).
     pub fn release(&self, seq: i32) {
-        self.llama.lock().clear_seq(seq);
-        self.sched.lock().in_use[seq as usize] = false;
+        let mut l = self.llama.lock();
+        l.clear_seq(seq);
+        let retired = l.poisoned[seq as usize].load(Ordering::Acquire);
+        drop(l);
+        if !retired {
+            self.sched.lock().in_use[seq as usize] = false;
+        }
     }
 
     pub fn submit(&self, job: Arc<Job>) -> Result<()> {
@@ -589,13 +619,33 @@ fn step(sh: &Shared, l: &mut Llama, runs: &mut Vec<Run>) -> Vec<Arc<Job>> {
             total += 1;
         }
     }
+    // Prompts share the room left: each gets an equal part first (a long prompt
+    // must not hold a short one back for many steps), and what a short one
+    // leaves goes to the next in order.
+    let prompting: Vec<usize> = (0..runs.len())
+        .filter(|&i| matches!(runs[i].phase, Phase::Prompt { .. }))
+        .collect();
+    let fair = (sh.n_batch as usize - n) / prompting.len().max(1);
+    let mut spare = (sh.n_batch as usize - n)
+        - prompting
+            .iter()
+            .map(|&i| match runs[i].phase {
+                Phase::Prompt { next } => (runs[i].job.tokens.len() - next).min(fair.max(1)),
+                _ => 0,
+            })
+            .sum::<usize>()
+            .min(sh.n_batch as usize - n);
     for (i, r) in runs.iter().enumerate() {
         if let Phase::Prompt { next } = r.phase {
             let room = sh.n_batch as usize - n;
             if room == 0 {
                 break;
             }
-            let mut chunk = (r.job.tokens.len() - next).min(room);
+            let left = r.job.tokens.len() - next;
+            let share = left.min(fair.max(1));
+            let extra = (left - share).min(spare);
+            spare -= extra;
+            let mut chunk = (share + extra).min(room);
             if sh.unified {
                 chunk = chunk.min((sh.n_ctx as usize).saturating_sub(total));
                 if chunk == 0 {
@@ -643,7 +693,11 @@ fn step(sh: &Shared, l: &mut Llama, runs: &mut Vec<Run>) -> Vec<Arc<Job>> {
     }
     b.n_tokens = n as i32;
 
-    *sh.abort.flags.lock() = plan.iter().map(|p| runs[p.0].job.flag.clone()).collect();
+    // After a context shift the decode starts by rotating keys in place: only
+    // shutting down may abort it then.
+    if !l.shift_pending {
+        *sh.abort.flags.lock() = plan.iter().map(|p| runs[p.0].job.flag.clone()).collect();
+    }
     let mut rc = 0;
     let batch = l.batch;
     let ctx = l.ptr.as_ptr();
@@ -654,6 +708,9 @@ fn step(sh: &Shared, l: &mut Llama, runs: &mut Vec<Run>) -> Vec<Arc<Job>> {
         |e, el| unsafe { shim::tas_decode(ctx, batch, &mut rc, e, el) },
     );
     sh.abort.flags.lock().clear();
+    if caught.is_ok() && rc == 0 {
+        l.shift_pending = false;
+    }
 
     if let Err(e) = caught {
         // What the cache holds after an exception is unknown: forget it all, and
@@ -768,6 +825,19 @@ fn shift(
     if discard == 0 {
         return Err(r.end(End::ContextFull));
     }
+    // In one shared stream, a prefix copied to or from another sequence is the
+    // same cells: moving them would move that sequence's too.
+    if sh.unified {
+        let mine = &l.cached[seq as usize];
+        let shares = l
+            .cached
+            .iter()
+            .enumerate()
+            .any(|(s, c)| s as i32 != seq && lcp(c, mine) > keep);
+        if shares {
+            return Err(r.end(End::ContextFull));
+        }
+    }
     let what = format!("{}: context shift", sh.model.source());
     let mem = l.mem();
     let moved = l
@@ -800,6 +870,7 @@ fn shift(
         }
     }
     l.cached[seq as usize].drain(keep..keep + discard);
+    l.shift_pending = true;
     r.n_shifts += 1;
     r.n_shifted += discard as u32;
     crate::log::log(
@@ -819,7 +890,7 @@ fn admit(sh: &Shared, l: &mut Llama, runs: &mut [Run], i: usize) -> Result<()> {
     let cap = toks.len() - 1;
     let own = lcp(&l.cached[seq as usize], toks).min(cap);
     let mut best: Option<(i32, usize)> = None;
-    if sh.can_shift {
+    if sh.plain_kv {
         for (s, c) in l.cached.iter().enumerate() {
             let got = lcp(c, toks).min(cap);
             if s as i32 != seq && got >= own + MIN_SHARE && got > best.map_or(0, |b| b.1) {

@@ -167,10 +167,31 @@ impl Sequence {
             }),
             ready: Condvar::new(),
         });
+        if sh.retired[self.id as usize].load(Ordering::Acquire) {
+            return Err(Error::invalid_arg(
+                "this sequence was retired after a damaged state file; use a new sequence",
+            ));
+        }
         self.abort.flag.store(RUNNING, Ordering::Release);
-        let out = sh
-            .submit(job.clone())
-            .and_then(|()| self.consume(&job, tokens.len(), params, on_text));
+        if let Err(e) = sh.submit(job.clone()) {
+            self.abort.flag.store(IDLE, Ordering::Release);
+            return Err(e);
+        }
+        // A Rust callback that panics unwinds through consume(): stop the job and
+        // wait for the worker to let go of it before the sequence can be reused.
+        struct Unwinding<'a>(&'a Job, &'a batch::Shared, bool);
+        impl Drop for Unwinding<'_> {
+            fn drop(&mut self) {
+                if self.2 {
+                    stop(self.0, self.1);
+                    wait_end(self.0);
+                }
+            }
+        }
+        let sh = self.core.sh.clone();
+        let mut guard = Unwinding(&job, &sh, true);
+        let out = self.consume(&job, tokens.len(), params, on_text);
+        guard.2 = false;
         self.abort.flag.store(IDLE, Ordering::Release);
         out
     }

@@ -1,5 +1,6 @@
 //! KV state files: a sequence's tokens and KV cells on disk, loadable into a
-//! sequence of any context on the same model, in this or another process.
+//! sequence of a context on the same model with the same KV layout (n_seq_max and
+//! kv_unified: llama.cpp's state names its streams), in this or another process.
 //!
 //! Layout (little-endian): magic `TAKVSTAT`, u32 version, the model's 32-byte
 //! fingerprint, u32 token count, the tokens (i32 each), u64 length of llama.cpp's
@@ -186,6 +187,11 @@ impl Sequence {
         let sh = &self.core().sh;
         let parsed = parse(&bytes, &shown, sh.model.fingerprint(), sh.n_ctx_seq);
         let mut l = sh.llama.lock();
+        if l.poisoned[seq as usize].load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::invalid_arg(format!(
+                "{shown}: this sequence was retired after a damaged state file; use a new sequence"
+            )));
+        }
         l.clear_seq(seq);
         let (tokens, blob) = parsed?;
         let n_vocab = sh.model.info().n_vocab;
@@ -203,7 +209,7 @@ impl Sequence {
             .kv
             .iter()
             .any(|(k, _)| k.ends_with(".rope.dimension_sections"));
-        if sh.can_shift && !mrope {
+        if sh.plain_kv && !mrope {
             check_cells(blob, tokens.len())
                 .map_err(|why| Error::invalid_arg(format!("{what}: {why}")))?;
         }
