@@ -249,6 +249,7 @@ int main(int argc, char **argv) {
     {
         enum { TURNS = 12 };
         ta_chat_message msgs[2 * TURNS + 2];
+        memset(msgs, 0, sizeof msgs); /* optional fields NULL */
         static char contents[2 * TURNS][800];
         msgs[0].role = "system";
         msgs[0].content = "You are a helpful assistant.";

@@ -34,6 +34,18 @@
 #define MAX_SEQ 256
 
 /**
+ * Fuel for one render before the input's own size is added: about a million
+ * template instructions or 64 MB of created data (minijinja charges one unit per
+ * instruction and per 64 bytes made). Real templates use well under 1% of it.
+ */
+#define BASE_FUEL 1000000
+
+/**
+ * Nesting depth (loops, ifs, macro calls) a template may reach.
+ */
+#define RECURSION_LIMIT 200
+
+/**
  * Version of this library (also `ta_version()`).
  * (Literals so cbindgen can emit them; a test keeps them equal to Cargo.toml.)
  */
@@ -46,7 +58,7 @@
 /**
  * Bumped whenever a struct layout or a function signature changes.
  */
-#define TA_ABI_VERSION 3
+#define TA_ABI_VERSION 4
 
 /**
  * Log levels for `ta_set_log_callback`.
@@ -378,6 +390,16 @@ typedef struct {
    */
   const char *chat_template;
   /**
+   * Chat only: NULL, or a JSON array of tool definitions (OpenAI style), given
+   * to the template as `tools`. Borrowed for the call.
+   */
+  const char *chat_tools;
+  /**
+   * Chat only: NULL, or a JSON object of extra template variables (e.g.
+   * `{"enable_thinking": false}`). Borrowed for the call.
+   */
+  const char *chat_vars;
+  /**
    * false (default): generation that fills the sequence's window stops with
    * `TA_STOP_CONTEXT_FULL`. true: the oldest tokens after the first `n_keep`
    * are dropped (half of them each time) and generation goes on; the result
@@ -428,11 +450,26 @@ typedef struct {
 } ta_gen_result;
 
 /**
- * A chat message: both strings borrowed, NUL-terminated UTF-8, valid for the call.
+ * A chat message: every string borrowed, NUL-terminated UTF-8, valid for the call.
+ * `role` and `content` are required; the others are optional (NULL = absent) and
+ * reach the template as keys of the message only when set.
  */
 typedef struct {
   const char *role;
   const char *content;
+  /**
+   * The author's name (e.g. the tool's name on a tool result).
+   */
+  const char *name;
+  /**
+   * On a tool result: the id of the call it answers.
+   */
+  const char *tool_call_id;
+  /**
+   * On an assistant turn: a JSON array of OpenAI-style tool calls
+   * (`[{"id":…,"type":"function","function":{"name":…,"arguments":{…}}}]`).
+   */
+  const char *tool_calls;
 } ta_chat_message;
 
 /**
@@ -1383,11 +1420,18 @@ ta_status ta_model_token_to_piece(const ta_model *model,
                                   size_t *len);
 
 /**
- * Format `n_messages` messages with the model's chat template (`template` NULL) or
- * the given template text or built-in name ("chatml", "llama3", …). With
+ * Format `n_messages` messages with the model's chat template (`template` NULL),
+ * a template text, or a llama.cpp built-in format's name ("chatml", "llama3", …).
+ * Templates are rendered by a Jinja engine as Hugging Face transformers renders
+ * them; `tools` (NULL or a JSON array) and `vars` (NULL or a JSON object of extra
+ * variables such as `{"enable_thinking": false}`) reach the template. With
  * `add_assistant` the prompt ends where the assistant's reply begins. `*out_prompt`
- * is owned: free with `ta_string_free`. `TA_ERR_UNSUPPORTED` when the model has no
- * template or llama.cpp does not know it.
+ * is owned: free with `ta_string_free`.
+ *
+ * `TA_ERR_INVALID_ARG` when the template raises (its own message is in
+ * `ta_last_error`), exceeds its work/memory budget, or `tools`/`vars` are not
+ * valid JSON; `TA_ERR_UNSUPPORTED` when the model has no template, or the engine
+ * cannot run it and llama.cpp's built-in formats do not recognise it either.
  *
  * # Safety
  * `messages` must hold `n_messages` elements.
@@ -1397,6 +1441,8 @@ ta_status ta_model_apply_chat_template(const ta_model *model,
                                        size_t n_messages,
                                        bool add_assistant,
                                        const char *template_,
+                                       const char *tools,
+                                       const char *vars,
                                        char **out_prompt);
 
 /**

@@ -32,7 +32,11 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # Test-only Python packages live in a virtualenv inside the repository.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, huggingface_hub' 2>/dev/null; then
-    python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check pytest huggingface_hub
+# jinja2 renders chat templates as transformers does (the reference for the template
+# fidelity test); numpy, gguf, safetensors and tokenizers build the embedding test model
+# and compute its reference vectors.
+pkgs=(pytest huggingface_hub jinja2 numpy gguf safetensors tokenizers)
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, huggingface_hub, jinja2, numpy, gguf, safetensors, tokenizers' 2>/dev/null; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "${pkgs[@]}"
 fi

@@ -48,8 +48,8 @@ int main(int argc, char **argv) {
     ta_model_free(model);
 
     ta_chat_message msgs[] = {
-        {"system", "You are a helpful assistant. Answer briefly."},
-        {"user", argv[2]},
+        {.role = "system", .content = "You are a helpful assistant. Answer briefly."},
+        {.role = "user", .content = argv[2]},
     };
     ta_gen_params gp = ta_gen_default_params();
     gp.temperature = 0.0f; /* greedy: reproducible output */

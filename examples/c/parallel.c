@@ -35,7 +35,7 @@ static bool on_text(void *user_data, const char *text, size_t len) {
 
 static void *answer(void *arg) {
     job *j = arg;
-    ta_chat_message msg = {"user", j->question};
+    ta_chat_message msg = {.role = "user", .content = j->question};
     ta_gen_params gp = ta_gen_default_params();
     gp.temperature = 0; /* greedy */
     gp.max_tokens = 128;

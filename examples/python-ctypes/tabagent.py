@@ -15,6 +15,7 @@ library's ``message``.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import queue
 import sys
@@ -37,7 +38,7 @@ from ctypes import (
     c_void_p,
 )
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 from typing import Sequence as Sequence_
 
 __all__ = [
@@ -179,6 +180,8 @@ class _GenParams(Structure):
         ("n_stop", c_size_t),
         ("grammar", c_char_p),
         ("chat_template", c_char_p),
+        ("chat_tools", c_char_p),
+        ("chat_vars", c_char_p),
         ("context_shift", c_bool),
         ("n_keep", c_uint32),
     ]
@@ -198,7 +201,8 @@ class _GenResult(Structure):
 
 
 class _ChatMessage(Structure):
-    _fields_ = [("role", c_char_p), ("content", c_char_p)]
+    _fields_ = [("role", c_char_p), ("content", c_char_p), ("name", c_char_p), ("tool_call_id", c_char_p),
+                ("tool_calls", c_char_p)]
 
 
 _TEXT_CB = CFUNCTYPE(c_bool, c_void_p, POINTER(c_char), c_size_t)
@@ -244,7 +248,7 @@ _model_token_to_piece = _fn(
 )
 _model_apply_chat_template = _fn(
     "ta_model_apply_chat_template", c_int32, c_void_p, POINTER(_ChatMessage), c_size_t, c_bool, c_char_p,
-    POINTER(c_void_p),
+    c_char_p, c_char_p, POINTER(c_void_p),
 )
 _context_default_params = _fn("ta_context_default_params", _ContextParams)
 _gen_default_params = _fn("ta_gen_default_params", _GenParams)
@@ -376,7 +380,7 @@ def set_log_callback(fn: Optional[Callable[[int, str], None]], min_level: int = 
     _log_keepalive = cb
 
 
-_ABI = 3
+_ABI = 4
 if _abi_version() != _ABI:
     raise ImportError(f"libtabagent ABI {_abi_version()} does not match this wrapper ({_ABI})")
 
@@ -560,23 +564,45 @@ class Model(_Handle):
         _check(_model_token_to_piece(self._handle(), token, special, buf, 256, byref(n)))
         return buf.raw[: n.value]
 
-    def apply_chat_template(self, messages: Iterable[Mapping[str, str]], add_assistant: bool = True,
-                            template: Optional[str] = None) -> str:
+    def apply_chat_template(self, messages: Iterable[Mapping[str, Any]], add_assistant: bool = True,
+                            template: Optional[str] = None, tools: Any = None,
+                            variables: Optional[Mapping[str, Any]] = None) -> str:
+        """Format ``messages`` with the model's template (or ``template``: a template text or a built-in
+        name such as "chatml"). ``tools`` (a list of tool definitions) and ``variables`` (extra template
+        variables, e.g. ``{"enable_thinking": False}``) reach the template; JSON strings work too."""
         arr, keep = _messages(messages)
         out = c_void_p()
-        _check(_model_apply_chat_template(self._handle(), arr, len(keep) // 2, add_assistant,
-                                          template.encode() if template else None, byref(out)))
+        _check(_model_apply_chat_template(self._handle(), arr, len(arr), add_assistant,
+                                          template.encode() if template else None, _json_arg(tools),
+                                          _json_arg(variables), byref(out)))
+        del keep
         return _take_string(out)
 
 
+def _json_arg(v: Any) -> Optional[bytes]:
+    """None, a JSON text, or a Python value to serialise."""
+    if v is None:
+        return None
+    return (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)).encode()
+
+
 def _messages(messages):
+    """A ctypes array of messages: role and content, plus name, tool_call_id and tool_calls when given
+    (tool_calls as a list, or its JSON text)."""
     msgs = list(messages)
     keep = []
     arr = (_ChatMessage * len(msgs))()
     for i, m in enumerate(msgs):
-        role, content = m["role"].encode(), m["content"].encode()
-        keep += [role, content]
-        arr[i].role, arr[i].content = role, content
+        content = m.get("content")
+        fields = {"role": m["role"].encode(), "content": ("" if content is None else content).encode()}
+        for k in ("name", "tool_call_id"):
+            if m.get(k) is not None:
+                fields[k] = m[k].encode()
+        if m.get("tool_calls") is not None:
+            fields["tool_calls"] = _json_arg(m["tool_calls"])
+        for k, v in fields.items():
+            keep.append(v)
+            setattr(arr[i], k, v)
     return arr, keep
 
 # ----------------------------------------------------------------------------- context
@@ -600,7 +626,8 @@ class GenResult:
 
 
 _GEN_KEYS = {"temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
-             "penalty_last_n", "seed", "max_tokens", "stop", "grammar", "chat_template", "context_shift", "n_keep"}
+             "penalty_last_n", "seed", "max_tokens", "stop", "grammar", "chat_template", "chat_tools", "chat_vars", "context_shift",
+             "n_keep"}
 
 
 def _gen_params(kw):
@@ -619,6 +646,10 @@ def _gen_params(kw):
             arr = (c_char_p * len(enc))(*enc)
             keep.append(arr)
             p.stop, p.n_stop = ctypes.cast(arr, POINTER(c_char_p)), len(enc)
+        elif k in ("chat_tools", "chat_vars"):
+            g = _json_arg(v)
+            keep.append(g)
+            setattr(p, k, g)
         elif k in ("grammar", "chat_template"):
             g = v.encode()
             keep.append(g)
@@ -683,7 +714,7 @@ class _Conversation(_Handle):
              on_text: Optional[Callable[[str], Optional[bool]]] = None, **params) -> GenResult:
         """Reply to ``messages`` ([{"role": ..., "content": ...}]) using the model's template."""
         arr, keep = _messages(messages)
-        return self._run(lambda p, cb, r: self._chat(self._handle(), arr, len(keep) // 2, byref(p), cb, None,
+        return self._run(lambda p, cb, r: self._chat(self._handle(), arr, len(arr), byref(p), cb, None,
                                                      byref(r)), on_text, params)
 
     def _stream(self, start) -> Iterator[str]:

@@ -87,6 +87,10 @@ pub struct GenParams {
     pub grammar: Option<String>,
     /// Chat only: a built-in template name or template text; None = the model's.
     pub chat_template: Option<String>,
+    /// Chat only: JSON array of tool definitions, the template's `tools`.
+    pub chat_tools: Option<String>,
+    /// Chat only: JSON object of extra template variables (`enable_thinking`, …).
+    pub chat_vars: Option<String>,
     /// When generation fills the window, drop the oldest tokens after the first
     /// `n_keep` and go on, instead of stopping with [`StopReason::ContextFull`].
     pub context_shift: bool,
@@ -110,6 +114,8 @@ impl Default for GenParams {
             stop: Vec::new(),
             grammar: None,
             chat_template: None,
+            chat_tools: None,
+            chat_vars: None,
             context_shift: false,
             n_keep: 0,
         }

@@ -10,6 +10,7 @@ pub mod sampler;
 pub mod sequence;
 pub mod shim;
 pub mod state;
+pub mod template;
 pub mod text;
 
 use llama_cpp_sys_2 as sys;
@@ -21,7 +22,7 @@ pub use context::{
     physical_cores, Context, ContextParams, FlashAttn, GenParams, GenResult, Sequences, StopReason,
     MAX_SEQ, SEED_DEFAULT,
 };
-pub use model::{ChatMessage, Model, ModelInfo, ModelParams};
+pub use model::{ChatMessage, ChatOptions, Model, ModelInfo, ModelParams};
 pub use sequence::Sequence;
 
 static BACKEND: Lazy<()> = Lazy::new(|| {

@@ -2,7 +2,7 @@
 //! memory-maps it. Read-only after load, so one `Model` is shared (behind an `Arc`)
 //! by any number of contexts and threads.
 
-use super::{shim, sys};
+use super::{shim, sys, template};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gguf::GgufInfo;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -39,11 +39,17 @@ impl Default for ModelParams {
     }
 }
 
-/// One chat message; roles are free text ("system", "user", "assistant", …).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One chat message; roles are free text ("system", "user", "assistant", …). The
+/// optional fields reach the template only when set, as keys of the message (the
+/// way transformers passes a message dict): `name`, `tool_call_id` (a tool result
+/// answering a call), `tool_calls` (a JSON array of OpenAI-style calls).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    pub name: Option<String>,
+    pub tool_call_id: Option<String>,
+    pub tool_calls: Option<String>,
 }
 
 impl ChatMessage {
@@ -51,8 +57,21 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            ..Default::default()
         }
     }
+}
+
+/// Extra inputs of a chat template besides the messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChatOptions<'a> {
+    /// A template text, or a llama.cpp built-in format's name ("chatml", "llama3",
+    /// …); None = the model's own `tokenizer.chat_template`.
+    pub template: Option<&'a str>,
+    /// JSON array of tool definitions, passed to the template as `tools`.
+    pub tools: Option<&'a str>,
+    /// JSON object of extra template variables (e.g. `{"enable_thinking": false}`).
+    pub vars: Option<&'a str>,
 }
 
 /// A model's headline metadata, read once at load time.
@@ -419,17 +438,19 @@ impl Model {
         }
     }
 
-    /// Format messages with the model's own chat template (or `template` when given:
-    /// a template text or a built-in name such as "chatml").
+    /// Format messages with the model's own chat template, rendered by a Jinja
+    /// engine as Hugging Face transformers renders it ([`super::template`]). A
+    /// built-in format's name ("chatml", …), or a template the engine cannot parse,
+    /// goes to llama.cpp's built-in formats instead; the log says which path ran.
     pub fn apply_chat_template(
         &self,
         messages: &[ChatMessage],
         add_assistant: bool,
-        template: Option<&str>,
+        opts: &ChatOptions<'_>,
     ) -> Result<String> {
-        let tmpl = match template {
-            Some(t) => t.to_owned(),
-            None => self.info.chat_template.clone().ok_or_else(|| {
+        let tmpl = match opts.template {
+            Some(t) => t,
+            None => self.info.chat_template.as_deref().ok_or_else(|| {
                 Error::new(
                     ErrorKind::Unsupported,
                     format!(
@@ -439,6 +460,87 @@ impl Model {
                 )
             })?,
         };
+        if !template::is_template_text(tmpl) {
+            crate::log::log(
+                crate::log::LogLevel::Debug,
+                &format!("chat template: llama.cpp built-in format {tmpl:?}"),
+            );
+            return self.builtin_chat_template(tmpl, messages, add_assistant);
+        }
+        let input = template::ChatInput {
+            messages,
+            tools: opts.tools,
+            vars: opts.vars,
+            add_generation_prompt: add_assistant,
+        };
+        match template::render(tmpl, &input, &self.special_tokens()) {
+            Ok(s) => {
+                crate::log::log(
+                    crate::log::LogLevel::Debug,
+                    "chat template: rendered by the Jinja engine",
+                );
+                Ok(s)
+            }
+            Err(template::RenderError::Failed(m)) => {
+                Err(Error::invalid_arg(format!("{}: {m}", self.source)))
+            }
+            Err(template::RenderError::Unsupported(why)) => {
+                crate::log::log(
+                    crate::log::LogLevel::Warn,
+                    &format!(
+                        "{}: {why}; falling back to llama.cpp's built-in format for this template",
+                        self.source
+                    ),
+                );
+                self.builtin_chat_template(tmpl, messages, add_assistant)
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::Unsupported,
+                            format!("{}: {why}; and {}", self.source, e.message()),
+                        )
+                    })
+            }
+        }
+    }
+
+    /// The tokenizer's special tokens under the names transformers gives them,
+    /// for templates (`bos_token`, `eos_token`, …); absent ones are left undefined.
+    fn special_tokens(&self) -> Vec<(&'static str, String)> {
+        let toks = match self.gguf.get("tokenizer.ggml.tokens") {
+            Some(crate::gguf::Value::Array(a)) => a,
+            _ => return Vec::new(),
+        };
+        [
+            ("bos_token", "bos"),
+            ("eos_token", "eos"),
+            ("unk_token", "unknown"),
+            ("pad_token", "padding"),
+            ("sep_token", "seperator"),
+            ("cls_token", "cls"),
+            ("mask_token", "mask"),
+        ]
+        .into_iter()
+        .filter_map(|(name, key)| {
+            let id = self
+                .gguf
+                .get(&format!("tokenizer.ggml.{key}_token_id"))?
+                .as_u64()?;
+            match toks.get(usize::try_from(id).ok()?)? {
+                crate::gguf::Value::Str(s) => Some((name, s.clone())),
+                _ => None,
+            }
+        })
+        .collect()
+    }
+
+    /// llama.cpp's `llama_chat_apply_template`: a built-in format picked by name or
+    /// guessed from the template's text (no Jinja; role and content only).
+    fn builtin_chat_template(
+        &self,
+        tmpl: &str,
+        messages: &[ChatMessage],
+        add_assistant: bool,
+    ) -> Result<String> {
         let tmpl_c = CString::new(tmpl)
             .map_err(|_| Error::invalid_arg("chat template contains a NUL byte"))?;
         let mut owned = Vec::with_capacity(messages.len());

@@ -103,7 +103,12 @@ impl Sequence {
             return Err(Error::invalid_arg("messages must not be empty"));
         }
         let model = &self.core.sh.model;
-        let prompt = model.apply_chat_template(messages, true, params.chat_template.as_deref())?;
+        let opts = super::model::ChatOptions {
+            template: params.chat_template.as_deref(),
+            tools: params.chat_tools.as_deref(),
+            vars: params.chat_vars.as_deref(),
+        };
+        let prompt = model.apply_chat_template(messages, true, &opts)?;
         let tokens = model.tokenize_prompt(&prompt)?;
         self.run(&tokens, params, on_text)
     }

@@ -96,6 +96,12 @@ pub struct ta_gen_params {
     /// template text; NULL (default) = the model's own `tokenizer.chat_template`.
     /// Needed for models whose file carries no template. Borrowed for the call.
     pub chat_template: *const c_char,
+    /// Chat only: NULL, or a JSON array of tool definitions (OpenAI style), given
+    /// to the template as `tools`. Borrowed for the call.
+    pub chat_tools: *const c_char,
+    /// Chat only: NULL, or a JSON object of extra template variables (e.g.
+    /// `{"enable_thinking": false}`). Borrowed for the call.
+    pub chat_vars: *const c_char,
     /// false (default): generation that fills the sequence's window stops with
     /// `TA_STOP_CONTEXT_FULL`. true: the oldest tokens after the first `n_keep`
     /// are dropped (half of them each time) and generation goes on; the result
@@ -196,6 +202,8 @@ const FALLBACK_GEN_PARAMS: ta_gen_params = ta_gen_params {
     n_stop: 0,
     grammar: std::ptr::null(),
     chat_template: std::ptr::null(),
+    chat_tools: std::ptr::null(),
+    chat_vars: std::ptr::null(),
     context_shift: false,
     n_keep: 0,
 };
@@ -220,6 +228,8 @@ pub extern "C" fn ta_gen_default_params() -> ta_gen_params {
             n_stop: 0,
             grammar: std::ptr::null(),
             chat_template: std::ptr::null(),
+            chat_tools: std::ptr::null(),
+            chat_vars: std::ptr::null(),
             context_shift: d.context_shift,
             n_keep: d.n_keep,
         })
@@ -274,6 +284,8 @@ pub(super) fn gen_params(p: *const ta_gen_params) -> Result<GenParams> {
         stop: stops,
         grammar: opt_str_arg(p.grammar, "params.grammar")?.map(str::to_owned),
         chat_template: opt_str_arg(p.chat_template, "params.chat_template")?.map(str::to_owned),
+        chat_tools: opt_str_arg(p.chat_tools, "params.chat_tools")?.map(str::to_owned),
+        chat_vars: opt_str_arg(p.chat_vars, "params.chat_vars")?.map(str::to_owned),
         context_shift: p.context_shift,
         n_keep: p.n_keep,
     })

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::engine::check::{check_model, CheckLimits};
-use crate::engine::{ChatMessage, Model, ModelParams};
+use crate::engine::{ChatMessage, ChatOptions, Model, ModelParams};
 use std::sync::Arc;
 
 /// Load progress: `progress` goes from 0.0 to 1.0. Return true to continue, false to
@@ -92,12 +92,21 @@ pub struct ta_model_info {
     pub nl_token: i32,
 }
 
-/// A chat message: both strings borrowed, NUL-terminated UTF-8, valid for the call.
+/// A chat message: every string borrowed, NUL-terminated UTF-8, valid for the call.
+/// `role` and `content` are required; the others are optional (NULL = absent) and
+/// reach the template as keys of the message only when set.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ta_chat_message {
     pub role: *const c_char,
     pub content: *const c_char,
+    /// The author's name (e.g. the tool's name on a tool result).
+    pub name: *const c_char,
+    /// On a tool result: the id of the call it answers.
+    pub tool_call_id: *const c_char,
+    /// On an assistant turn: a JSON array of OpenAI-style tool calls
+    /// (`[{"id":…,"type":"function","function":{"name":…,"arguments":{…}}}]`).
+    pub tool_calls: *const c_char,
 }
 
 impl ta_model {
@@ -543,19 +552,34 @@ pub(crate) fn messages_arg(msgs: *const ta_chat_message, n: usize) -> Result<Vec
     msgs.iter()
         .enumerate()
         .map(|(i, m)| {
-            Ok(ChatMessage::new(
-                str_arg(m.role, &format!("messages[{i}].role"))?,
-                str_arg(m.content, &format!("messages[{i}].content"))?,
-            ))
+            let opt = |p, what: &str| -> Result<Option<String>> {
+                Ok(opt_str_arg(p, &format!("messages[{i}].{what}"))?.map(str::to_owned))
+            };
+            Ok(ChatMessage {
+                name: opt(m.name, "name")?,
+                tool_call_id: opt(m.tool_call_id, "tool_call_id")?,
+                tool_calls: opt(m.tool_calls, "tool_calls")?,
+                ..ChatMessage::new(
+                    str_arg(m.role, &format!("messages[{i}].role"))?,
+                    str_arg(m.content, &format!("messages[{i}].content"))?,
+                )
+            })
         })
         .collect()
 }
 
-/// Format `n_messages` messages with the model's chat template (`template` NULL) or
-/// the given template text or built-in name ("chatml", "llama3", …). With
+/// Format `n_messages` messages with the model's chat template (`template` NULL),
+/// a template text, or a llama.cpp built-in format's name ("chatml", "llama3", …).
+/// Templates are rendered by a Jinja engine as Hugging Face transformers renders
+/// them; `tools` (NULL or a JSON array) and `vars` (NULL or a JSON object of extra
+/// variables such as `{"enable_thinking": false}`) reach the template. With
 /// `add_assistant` the prompt ends where the assistant's reply begins. `*out_prompt`
-/// is owned: free with `ta_string_free`. `TA_ERR_UNSUPPORTED` when the model has no
-/// template or llama.cpp does not know it.
+/// is owned: free with `ta_string_free`.
+///
+/// `TA_ERR_INVALID_ARG` when the template raises (its own message is in
+/// `ta_last_error`), exceeds its work/memory budget, or `tools`/`vars` are not
+/// valid JSON; `TA_ERR_UNSUPPORTED` when the model has no template, or the engine
+/// cannot run it and llama.cpp's built-in formats do not recognise it either.
 ///
 /// # Safety
 /// `messages` must hold `n_messages` elements.
@@ -566,14 +590,20 @@ pub unsafe extern "C" fn ta_model_apply_chat_template(
     n_messages: usize,
     add_assistant: bool,
     template_: *const c_char,
+    tools: *const c_char,
+    vars: *const c_char,
     out_prompt: *mut *mut c_char,
 ) -> ta_status {
     boundary("ta_model_apply_chat_template", || {
         let m = arg(model, "model")?;
         let msgs = messages_arg(messages, n_messages)?;
-        let tmpl = opt_str_arg(template_, "template")?;
+        let opts = ChatOptions {
+            template: opt_str_arg(template_, "template")?,
+            tools: opt_str_arg(tools, "tools")?,
+            vars: opt_str_arg(vars, "vars")?,
+        };
         let o = out(out_prompt, "out_prompt")?;
-        let s = m.inner.apply_chat_template(&msgs, add_assistant, tmpl)?;
+        let s = m.inner.apply_chat_template(&msgs, add_assistant, &opts)?;
         *o = owned_cstring(s);
         Ok(())
     })

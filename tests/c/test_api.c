@@ -156,8 +156,8 @@ static void test_null_arguments(const ta_model *m, ta_context *c) {
     size_t n = 77;
     char buf[64];
     ta_model_info info;
-    ta_chat_message msg = {"user", "hi"};
-    ta_chat_message bad_msg = {"user", NULL};
+    ta_chat_message msg = {.role = "user", .content = "hi"};
+    ta_chat_message bad_msg = {.role = "user", .content = NULL};
 
     CHECK_ST(ta_model_load(NULL, NULL, &om), TA_ERR_NULL_ARG);
     CHECK(last_error_has("path"), "%s", ta_last_error());
@@ -183,10 +183,10 @@ static void test_null_arguments(const ta_model *m, ta_context *c) {
     CHECK_ST(ta_model_token_to_piece(NULL, 1, false, buf, 64, &n), TA_ERR_NULL_ARG);
     CHECK_ST(ta_model_token_to_piece(m, 1, false, buf, 64, NULL), TA_ERR_NULL_ARG);
     CHECK_ST(ta_model_token_to_piece(m, 1, false, NULL, 64, &n), TA_ERR_NULL_ARG);
-    CHECK_ST(ta_model_apply_chat_template(NULL, &msg, 1, true, NULL, &s), TA_ERR_NULL_ARG);
-    CHECK_ST(ta_model_apply_chat_template(m, NULL, 1, true, NULL, &s), TA_ERR_NULL_ARG);
-    CHECK_ST(ta_model_apply_chat_template(m, &msg, 1, true, NULL, NULL), TA_ERR_NULL_ARG);
-    CHECK_ST(ta_model_apply_chat_template(m, &bad_msg, 1, true, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_apply_chat_template(NULL, &msg, 1, true, NULL, NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_apply_chat_template(m, NULL, 1, true, NULL, NULL, NULL, &s), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_apply_chat_template(m, &msg, 1, true, NULL, NULL, NULL, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_model_apply_chat_template(m, &bad_msg, 1, true, NULL, NULL, NULL, &s), TA_ERR_NULL_ARG);
     CHECK(last_error_has("messages[0].content"), "%s", ta_last_error());
 
     CHECK_ST(ta_context_new(NULL, NULL, &oc), TA_ERR_NULL_ARG);
@@ -257,7 +257,7 @@ static void test_invalid_arguments(const ta_model *m, ta_context *c) {
     /* Chat with a template named for the call. */
     gp = greedy(2);
     gp.chat_template = "chatml";
-    ta_chat_message msg = {"user", "Hi"};
+    ta_chat_message msg = {.role = "user", .content = "Hi"};
     CHECK_ST(ta_context_chat(c, &msg, 1, &gp, NULL, NULL, NULL), TA_OK);
     /* A byte buffer too small says bytes. */
     char tiny[2];
@@ -489,7 +489,7 @@ static void test_generation(const ta_model *m) {
     CHECK(r.stop_reason == TA_STOP_CANCELLED, "%d", r.stop_reason);
 
     /* UTF-8: every chunk is whole characters, even for non-Latin output. */
-    ta_chat_message msgs[] = {{"user", "Write the word 'hello' in Chinese, Japanese and as emoji: 你好 こんにちは 👋"}};
+    ta_chat_message msgs[] = {{.role = "user", .content = "Write the word 'hello' in Chinese, Japanese and as emoji: 你好 こんにちは 👋"}};
     collector_init(&b);
     gp = greedy(48);
     CHECK_ST(ta_context_chat(c, msgs, 1, &gp, collect_cb, &b, &r), TA_OK);
@@ -960,6 +960,84 @@ static void *seq_busy_main(void *p) {
     return NULL;
 }
 
+/* Chat templates (issue 12): the model's own template rendered by the Jinja
+ * engine, tools and variables reaching it, a raising and a hostile template
+ * refused cleanly, a built-in name going to llama.cpp's formats. */
+static void test_chat_templates(const ta_model *m) {
+    ta_chat_message msgs[] = {
+        {.role = "system", .content = "Be brief."},
+        {.role = "user", .content = "Weather in Paris?"},
+        {.role = "assistant",
+         .content = "",
+         .tool_calls = "[{\"id\":\"c1\",\"type\":\"function\","
+                       "\"function\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}}]"},
+        {.role = "tool", .content = "18C", .name = "get_weather", .tool_call_id = "c1"},
+    };
+    char *s = NULL;
+    /* SmolLM2's own template: ChatML with its default system prompt. */
+    CHECK_ST(ta_model_apply_chat_template(m, msgs + 1, 1, true, NULL, NULL, NULL, &s), TA_OK);
+    CHECK(s && strstr(s, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM") &&
+              strstr(s, "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"),
+          "%s", s ? s : "(null)");
+    ta_string_free(s);
+    s = NULL;
+    const char *tmpl =
+        "{% for m in messages %}[{{ m.role }}{% if m.name is defined %}:{{ m.name }}{% endif %}]"
+        "{% if m.tool_calls %}{{ m.tool_calls[0].function.arguments|tojson }}"
+        "{% else %}{{ m.content }}{% endif %}{% endfor %}"
+        "|{{ tools|map(attribute='name')|join(',') }}|{{ enable_thinking }}|{{ bos_token }}";
+    CHECK_ST(ta_model_apply_chat_template(m, msgs, 4, false, tmpl, "[{\"name\":\"get_weather\"}]",
+                                          "{\"enable_thinking\": false}", &s),
+             TA_OK);
+    const char *want = "[system]Be brief.[user]Weather in Paris?[assistant]{\"city\": \"Paris\"}"
+                       "[tool:get_weather]18C|get_weather|False|<|im_start|>";
+    CHECK(s && strcmp(s, want) == 0, "%s", s ? s : "(null)");
+    ta_string_free(s);
+    s = (char *)1;
+    /* The template's own exception: INVALID_ARG with its message. */
+    CHECK_ST(ta_model_apply_chat_template(m, msgs, 1, true, "{{ raise_exception('roles must alternate') }}",
+                                          NULL, NULL, &s),
+             TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("roles must alternate"), "%s", ta_last_error());
+    CHECK(s == (char *)1, "out param written on failure");
+    /* Hostile: 10^10 iterations end in an error within the budget. */
+    CHECK_ST(ta_model_apply_chat_template(
+                 m, msgs, 1, true,
+                 "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", NULL,
+                 NULL, &s),
+             TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("budget"), "%s", ta_last_error());
+    /* Bad JSON in tools / vars. */
+    CHECK_ST(ta_model_apply_chat_template(m, msgs, 1, true, tmpl, "[{", NULL, &s), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("tools"), "%s", ta_last_error());
+    CHECK_ST(ta_model_apply_chat_template(m, msgs, 1, true, tmpl, NULL, "[1]", &s), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("variables"), "%s", ta_last_error());
+    CHECK_ST(ta_model_apply_chat_template(m, msgs + 2, 1, true, tmpl, NULL, NULL, &s), TA_OK);
+    ta_string_free(s);
+    {
+        ta_chat_message bad = {.role = "assistant", .content = "", .tool_calls = "{\"not\": \"a list\"}"};
+        CHECK_ST(ta_model_apply_chat_template(m, &bad, 1, true, tmpl, NULL, NULL, &s), TA_ERR_INVALID_ARG);
+        CHECK(last_error_has("tool_calls"), "%s", ta_last_error());
+    }
+    /* A built-in name: llama.cpp's ChatML, role and content only. */
+    s = NULL;
+    CHECK_ST(ta_model_apply_chat_template(m, msgs + 1, 1, true, "chatml", NULL, NULL, &s), TA_OK);
+    CHECK(s && strcmp(s, "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n") == 0, "%s",
+          s ? s : "(null)");
+    ta_string_free(s);
+    /* Chat through a context with tools and variables in ta_gen_params. */
+    ta_context *c = NULL;
+    CHECK_ST(ta_context_new(m, NULL, &c), TA_OK);
+    ta_gen_params gp = greedy(2);
+    gp.chat_template = "{{ raise_exception('no tools given') if tools is not defined }}{{ messages[0].content }}";
+    CHECK_ST(ta_context_chat(c, msgs + 1, 1, &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("no tools given"), "%s", ta_last_error());
+    gp.chat_tools = "[]";
+    gp.chat_vars = "{\"x\": 1}";
+    CHECK_ST(ta_context_chat(c, msgs + 1, 1, &gp, NULL, NULL, NULL), TA_OK);
+    ta_context_free(c);
+}
+
 static void test_sequences(const ta_model *m) {
     ta_context_params cp = ta_context_default_params();
     CHECK(cp.n_seq_max == 1 && !cp.kv_unified, "defaults %u %d", cp.n_seq_max, cp.kv_unified);
@@ -1111,6 +1189,7 @@ int main(int argc, char **argv) {
     test_generation(m);
     test_cancel_from_thread(m);
     test_busy(m);
+    test_chat_templates(m);
     test_sequences(m);
     test_two_threads(m);
     test_hardware(m);

@@ -282,6 +282,30 @@ def test_chat_with_a_template_named_for_the_call(ctx):
         ctx.generate("x", temperature=-1.0, max_tokens=1)
 
 
+def test_chat_template_with_tools_and_variables(model, ctx):
+    msgs = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": "c1", "type": "function",
+                         "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "name": "get_weather", "tool_call_id": "c1", "content": "18°C"},
+    ]
+    tmpl = ("{% for m in messages %}<{{ m.role }}{{ ':' ~ m.name if m.name is defined }}>"
+            "{{ m.tool_calls[0].function.arguments|tojson if m.tool_calls else m.content }}{% endfor %}"
+            "|{{ tools|length }}|{{ enable_thinking }}")
+    out = model.apply_chat_template(msgs, template=tmpl, tools=[{"name": "get_weather"}],
+                                    variables={"enable_thinking": True})
+    assert out == '<user>Weather in Paris?<assistant>{"city": "Paris"}<tool:get_weather>18°C|1|True'
+    # The model's own template (ChatML with SmolLM2's default system prompt).
+    own = model.apply_chat_template(msgs[:1])
+    assert own.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    assert own.endswith("<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(tabagent.InvalidArgumentError, match="alternate"):
+        model.apply_chat_template(msgs, template="{{ raise_exception('roles must alternate') }}")
+    r = ctx.chat(msgs[:1], temperature=0, max_tokens=2, chat_template=tmpl, chat_tools=[], chat_vars={"x": 1})
+    assert r.n_prompt_tokens > 0
+
+
 # ----------------------------------------------------------------------------- sequences
 
 
