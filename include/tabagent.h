@@ -470,6 +470,11 @@ typedef struct {
    * (`[{"id":…,"type":"function","function":{"name":…,"arguments":{…}}}]`).
    */
   const char *tool_calls;
+  /**
+   * On an assistant turn: its reasoning (templates read it as
+   * `reasoning_content` or `thinking`).
+   */
+  const char *reasoning_content;
 } ta_chat_message;
 
 /**

@@ -202,7 +202,7 @@ class _GenResult(Structure):
 
 class _ChatMessage(Structure):
     _fields_ = [("role", c_char_p), ("content", c_char_p), ("name", c_char_p), ("tool_call_id", c_char_p),
-                ("tool_calls", c_char_p)]
+                ("tool_calls", c_char_p), ("reasoning_content", c_char_p)]
 
 
 _TEXT_CB = CFUNCTYPE(c_bool, c_void_p, POINTER(c_char), c_size_t)
@@ -595,7 +595,7 @@ def _messages(messages):
     for i, m in enumerate(msgs):
         content = m.get("content")
         fields = {"role": m["role"].encode(), "content": ("" if content is None else content).encode()}
-        for k in ("name", "tool_call_id"):
+        for k in ("name", "tool_call_id", "reasoning_content"):
             if m.get(k) is not None:
                 fields[k] = m[k].encode()
         if m.get("tool_calls") is not None:

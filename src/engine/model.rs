@@ -42,7 +42,9 @@ impl Default for ModelParams {
 /// One chat message; roles are free text ("system", "user", "assistant", …). The
 /// optional fields reach the template only when set, as keys of the message (the
 /// way transformers passes a message dict): `name`, `tool_call_id` (a tool result
-/// answering a call), `tool_calls` (a JSON array of OpenAI-style calls).
+/// answering a call), `tool_calls` (a JSON array of OpenAI-style calls),
+/// `reasoning_content` (an assistant turn's reasoning, also offered to the
+/// template as `thinking`, as transformers does).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ChatMessage {
     pub role: String,
@@ -50,6 +52,7 @@ pub struct ChatMessage {
     pub name: Option<String>,
     pub tool_call_id: Option<String>,
     pub tool_calls: Option<String>,
+    pub reasoning_content: Option<String>,
 }
 
 impl ChatMessage {
@@ -472,6 +475,7 @@ impl Model {
             tools: opts.tools,
             vars: opts.vars,
             add_generation_prompt: add_assistant,
+            now: None,
         };
         match template::render(tmpl, &input, &self.special_tokens()) {
             Ok(s) => {

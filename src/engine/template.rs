@@ -35,6 +35,9 @@ pub struct ChatInput<'a> {
     /// JSON object of extra template variables (e.g. `{"enable_thinking": false}`).
     pub vars: Option<&'a str>,
     pub add_generation_prompt: bool,
+    /// The clock `strftime_now` reads, as Unix seconds formatted in UTC; None = the
+    /// local time now (as transformers does). For reproducible prompts and tests.
+    pub now: Option<i64>,
 }
 
 /// Why a render did not produce a prompt.
@@ -80,11 +83,16 @@ pub fn render(
     special: &[(&str, String)],
 ) -> Result<String, RenderError> {
     let ctx = context(input, special)?;
+    let now = input.now;
     let source = rewrite_generation_tags(template);
     let input_bytes: usize = input
         .messages
         .iter()
-        .map(|m| m.content.len() + m.tool_calls.as_ref().map_or(0, |t| t.len()))
+        .map(|m| {
+            m.content.len()
+                + m.tool_calls.as_ref().map_or(0, |t| t.len())
+                + m.reasoning_content.as_ref().map_or(0, |t| t.len())
+        })
         .sum::<usize>()
         + input.tools.map_or(0, str::len)
         + input.vars.map_or(0, str::len);
@@ -96,7 +104,7 @@ pub fn render(
         .stack_size(RENDER_STACK)
         .spawn(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                render_here(&source, ctx, fuel)
+                render_here(&source, ctx, fuel, now)
             }))
         })
         .map_err(|e| RenderError::Failed(format!("cannot start the template thread: {e}")))?;
@@ -108,8 +116,13 @@ pub fn render(
     }
 }
 
-fn render_here(source: &str, ctx: Value, fuel: u64) -> Result<String, RenderError> {
-    let env = environment(fuel);
+fn render_here(
+    source: &str,
+    ctx: Value,
+    fuel: u64,
+    now: Option<i64>,
+) -> Result<String, RenderError> {
+    let env = environment(fuel, now);
     let tmpl = env.template_from_str(source).map_err(|e| {
         RenderError::Unsupported(format!("chat template does not parse: {}", describe(&e)))
     })?;
@@ -154,7 +167,7 @@ fn describe(e: &JError) -> String {
     s
 }
 
-fn environment(fuel: u64) -> Environment<'static> {
+fn environment(fuel: u64, now: Option<i64>) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_syntax(
         minijinja::syntax::SyntaxConfig::builder()
@@ -185,6 +198,18 @@ fn environment(fuel: u64) -> Environment<'static> {
             _ => Value::from(py_str(v)),
         }
     });
+    env.add_filter("indent", indent);
+    // Python: None is not iterable (minijinja iterates it as empty); Undefined is.
+    env.add_test("iterable", |v: &Value| {
+        matches!(
+            v.kind(),
+            ValueKind::Seq
+                | ValueKind::Map
+                | ValueKind::Iterable
+                | ValueKind::String
+                | ValueKind::Undefined
+        )
+    });
     env.add_function(
         "raise_exception",
         |msg: Option<&str>| -> Result<Value, JError> {
@@ -194,7 +219,9 @@ fn environment(fuel: u64) -> Environment<'static> {
             )
         },
     );
-    env.add_function("strftime_now", strftime_now);
+    env.add_function("strftime_now", move |format: &str| {
+        strftime_now(format, now)
+    });
     env
 }
 
@@ -212,6 +239,9 @@ fn context(input: &ChatInput<'_>, special: &[(&str, String)]) -> Result<Value, R
         msgs.push(message_value(m, i)?);
     }
     pairs.push(("messages".into(), Value::from(msgs)));
+    // transformers always passes `tools` and `documents` (None when unused), so
+    // `tools is defined` holds and `tools is none` tells.
+    let mut tools = Value::from(());
     if let Some(t) = input.tools {
         let v: serde_json::Value = serde_json::from_str(t)
             .map_err(|e| RenderError::Failed(format!("tools is not valid JSON: {e}")))?;
@@ -220,10 +250,10 @@ fn context(input: &ChatInput<'_>, special: &[(&str, String)]) -> Result<Value, R
                 "tools must be a JSON array of tool definitions".into(),
             ));
         }
-        if !v.is_null() {
-            pairs.push(("tools".into(), json_to_value(&v, 0)?));
-        }
+        tools = json_to_value(&v, 0)?;
     }
+    pairs.push(("tools".into(), tools));
+    pairs.push(("documents".into(), Value::from(())));
     pairs.push((
         "add_generation_prompt".into(),
         Value::from(input.add_generation_prompt),
@@ -252,10 +282,14 @@ fn context(input: &ChatInput<'_>, special: &[(&str, String)]) -> Result<Value, R
 }
 
 fn message_value(m: &ChatMessage, i: usize) -> Result<Value, RenderError> {
-    let mut pairs: Vec<(&str, Value)> = vec![
-        ("role", Value::from(m.role.as_str())),
-        ("content", Value::from(m.content.as_str())),
-    ];
+    let mut pairs: Vec<(&str, Value)> = Vec::with_capacity(8);
+    // transformers (5.x) offers reasoning under both names: `thinking` first,
+    // `reasoning_content` last.
+    if let Some(r) = &m.reasoning_content {
+        pairs.push(("thinking", Value::from(r.as_str())));
+    }
+    pairs.push(("role", Value::from(m.role.as_str())));
+    pairs.push(("content", Value::from(m.content.as_str())));
     if let Some(n) = &m.name {
         pairs.push(("name", Value::from(n.as_str())));
     }
@@ -272,6 +306,9 @@ fn message_value(m: &ChatMessage, i: usize) -> Result<Value, RenderError> {
             )));
         }
         pairs.push(("tool_calls", json_to_value(&v, 0)?));
+    }
+    if let Some(r) = &m.reasoning_content {
+        pairs.push(("reasoning_content", Value::from(r.as_str())));
     }
     Ok(Value::from_pairs(pairs))
 }
@@ -661,8 +698,82 @@ fn py_str_repr(out: &mut String, s: &str) {
     out.push(q);
 }
 
-/// `strftime_now(format)`: the local time, formatted by the C library.
-fn strftime_now(format: &str) -> Result<Value, JError> {
+/// jinja2's `indent(width=4, first=False, blank=False)`: unlike minijinja's, it
+/// keeps a trailing newline and splits lines as Python's `splitlines` does.
+fn indent(
+    state: &State,
+    value: &Value,
+    width: Option<Value>,
+    first: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, JError> {
+    let width = match width {
+        Some(w) => Some(w),
+        None => kwargs.get::<Option<Value>>("width")?,
+    };
+    let first = match first {
+        Some(f) => f,
+        None => kwargs.get::<Option<bool>>("first")?.unwrap_or(false),
+    };
+    let blank = kwargs.get::<Option<bool>>("blank")?.unwrap_or(false);
+    kwargs.assert_all_used()?;
+    let pad = match &width {
+        None => "    ".to_owned(),
+        Some(w) if w.kind() == ValueKind::String => w.as_str().unwrap_or("").to_owned(),
+        Some(w) => " ".repeat(usize::try_from(w.clone())?.min(1 << 16)),
+    };
+    let mut text = py_str(value);
+    text.push('\n'); // jinja2's own quirk, so that a trailing newline survives
+    let lines = py_splitlines(&text);
+    state.consume_fuel(((pad.len() + 1) * lines.len() + text.len()) as u64 / 64)?;
+    let mut out = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+            if blank || !line.is_empty() {
+                out.push_str(&pad);
+            }
+        }
+        out.push_str(line);
+    }
+    if first {
+        out.insert_str(0, &pad);
+    }
+    Ok(Value::from(out))
+}
+
+/// Python's `str.splitlines()`: every line boundary Python knows, no empty
+/// piece after a final one.
+fn py_splitlines(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut it = s.char_indices().peekable();
+    while let Some((i, c)) = it.next() {
+        let end = match c {
+            '\r' => {
+                if let Some((_, '\n')) = it.peek() {
+                    it.next();
+                    i + 2
+                } else {
+                    i + 1
+                }
+            }
+            '\n' | '\u{b}' | '\u{c}' | '\u{1c}' | '\u{1d}' | '\u{1e}' | '\u{85}' | '\u{2028}'
+            | '\u{2029}' => i + c.len_utf8(),
+            _ => continue,
+        };
+        out.push(&s[start..i]);
+        start = end;
+    }
+    if start < s.len() {
+        out.push(&s[start..]);
+    }
+    out
+}
+
+/// `strftime_now(format)`: the local time (or `fixed`, in UTC), formatted by the C
+/// library.
+fn strftime_now(format: &str, fixed: Option<i64>) -> Result<Value, JError> {
     if format.len() > MAX_STRFTIME_FORMAT || format.contains('\0') {
         return Err(JError::new(
             JKind::InvalidOperation,
@@ -674,9 +785,12 @@ fn strftime_now(format: &str) -> Result<Value, JError> {
     // SAFETY: time/localtime_r write into locals; strftime writes at most buf.len()
     // bytes into buf and reads a NUL-terminated format.
     let n = unsafe {
-        let t = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
+        let ok = match fixed {
+            Some(t) => !libc::gmtime_r(&(t as libc::time_t), &mut tm).is_null(),
+            None => !libc::localtime_r(&libc::time(std::ptr::null_mut()), &mut tm).is_null(),
+        };
+        if !ok {
             return Err(JError::new(
                 JKind::InvalidOperation,
                 "strftime_now: no local time",
@@ -825,6 +939,16 @@ mod tests {
     }
 
     #[test]
+    fn indent_as_jinja2() {
+        assert_eq!(
+            run("{{ '{\\n'|indent(4, first=true) }}|{{ 'a\\n\\nb'|indent(2) }}|{{ 'a\\nb'|indent(width='> ', blank=true) }}")
+                .unwrap(),
+            "    {\n|a\n\n  b|a\n> b"
+        );
+        assert_eq!(py_splitlines("a\r\nb\rc\u{2028}d\n"), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
     fn generation_tag_renders_its_body() {
         assert_eq!(
             rewrite_generation_tags(
@@ -868,6 +992,7 @@ mod tests {
                 tools: Some(r#"[{"name":"get_weather"}]"#),
                 vars: Some(r#"{"enable_thinking": false}"#),
                 add_generation_prompt: false,
+                now: None,
             },
             &[],
         )

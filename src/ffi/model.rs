@@ -107,6 +107,9 @@ pub struct ta_chat_message {
     /// On an assistant turn: a JSON array of OpenAI-style tool calls
     /// (`[{"id":…,"type":"function","function":{"name":…,"arguments":{…}}}]`).
     pub tool_calls: *const c_char,
+    /// On an assistant turn: its reasoning (templates read it as
+    /// `reasoning_content` or `thinking`).
+    pub reasoning_content: *const c_char,
 }
 
 impl ta_model {
@@ -559,6 +562,7 @@ pub(crate) fn messages_arg(msgs: *const ta_chat_message, n: usize) -> Result<Vec
                 name: opt(m.name, "name")?,
                 tool_call_id: opt(m.tool_call_id, "tool_call_id")?,
                 tool_calls: opt(m.tool_calls, "tool_calls")?,
+                reasoning_content: opt(m.reasoning_content, "reasoning_content")?,
                 ..ChatMessage::new(
                     str_arg(m.role, &format!("messages[{i}].role"))?,
                     str_arg(m.content, &format!("messages[{i}].content"))?,

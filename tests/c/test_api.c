@@ -1029,7 +1029,7 @@ static void test_chat_templates(const ta_model *m) {
     ta_context *c = NULL;
     CHECK_ST(ta_context_new(m, NULL, &c), TA_OK);
     ta_gen_params gp = greedy(2);
-    gp.chat_template = "{{ raise_exception('no tools given') if tools is not defined }}{{ messages[0].content }}";
+    gp.chat_template = "{{ raise_exception('no tools given') if tools is none }}{{ messages[0].content }}";
     CHECK_ST(ta_context_chat(c, msgs + 1, 1, &gp, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
     CHECK(last_error_has("no tools given"), "%s", ta_last_error());
     gp.chat_tools = "[]";

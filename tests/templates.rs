@@ -1,0 +1,296 @@
+//! Chat-template fidelity: every template of the corpus in tests/templates/ (real
+//! templates of many model families) rendered over every conversation of
+//! cases.json, by the library and by the reference (Python's jinja2 configured as
+//! transformers configures it, tests/templates/reference.py, run here). Where the
+//! reference renders, the library's prompt must be byte-identical, except the
+//! documented exceptions in exceptions.json; where the reference raises, the
+//! library must fail cleanly too. The hostile templates in tests/templates/hostile
+//! must end in an error within a fixed budget.
+//!
+//! The reference needs the test virtualenv (`scripts/setup.sh`; `TABAGENT_PYTHON`
+//! overrides the interpreter).
+
+use serde_json::Value as Json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tabagent::engine::template::{render, ChatInput, RenderError};
+use tabagent::engine::ChatMessage;
+
+/// strftime_now's clock in both renderers: reference.py's default, 2025-03-14
+/// 09:26:53, as Unix seconds (UTC).
+const NOW: i64 = 1_741_944_413;
+/// The share of reference-renderable pairs that must match byte for byte.
+const TARGET: f64 = 0.98;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/templates")
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TABAGENT_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} missing: run scripts/setup.sh (the reference renderer needs jinja2)",
+        venv.display()
+    );
+    venv
+}
+
+fn read_json(p: &Path) -> Json {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn reference() -> Vec<Json> {
+    let out =
+        std::env::temp_dir().join(format!("tabagent-template-ref-{}.json", std::process::id()));
+    let st = std::process::Command::new(python())
+        .arg(dir().join("reference.py"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run reference.py");
+    assert!(st.success(), "reference.py failed: {st}");
+    let v = read_json(&out);
+    let _ = std::fs::remove_file(&out);
+    v.as_array().unwrap().clone()
+}
+
+fn messages(case: &Json) -> Vec<ChatMessage> {
+    let s = |m: &Json, k: &str| m.get(k).and_then(Json::as_str).map(str::to_owned);
+    case["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| ChatMessage {
+            role: s(m, "role").unwrap(),
+            content: s(m, "content").unwrap_or_default(),
+            name: s(m, "name"),
+            tool_call_id: s(m, "tool_call_id"),
+            tool_calls: m
+                .get("tool_calls")
+                .filter(|v| !v.is_null())
+                .map(|v| v.to_string()),
+            reasoning_content: s(m, "reasoning_content"),
+        })
+        .collect()
+}
+
+/// Render one pair with the library, given the manifest entry and the case.
+fn library(source: &str, entry: &Json, case: &Json) -> Result<String, RenderError> {
+    let mut special: Vec<(&str, String)> = Vec::new();
+    for k in ["bos_token", "eos_token"] {
+        if let Some(t) = entry.get(k).and_then(Json::as_str) {
+            special.push((k, t.to_owned()));
+        }
+    }
+    // The other named special tokens (some are lists) and the case's own variables
+    // go in as extra variables, the case's last (as transformers' kwargs).
+    let mut vars = serde_json::Map::new();
+    if let Some(o) = entry.get("special").and_then(Json::as_object) {
+        for (k, v) in o {
+            if !v.is_null() {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Some(o) = case.get("extra").and_then(Json::as_object) {
+        vars.extend(o.clone());
+    }
+    let vars = Json::Object(vars).to_string();
+    let tools = case
+        .get("tools")
+        .filter(|t| !t.is_null())
+        .map(Json::to_string);
+    let msgs = messages(case);
+    render(
+        source,
+        &ChatInput {
+            messages: &msgs,
+            tools: tools.as_deref(),
+            vars: Some(&vars),
+            add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap_or(false),
+            now: Some(NOW),
+        },
+        &special,
+    )
+}
+
+#[test]
+fn corpus_matches_the_reference() {
+    let manifest = read_json(&dir().join("manifest.json"));
+    let cases = read_json(&dir().join("cases.json"));
+    let exceptions = read_json(&dir().join("exceptions.json"));
+    let excepted = |t: &str, c: &str| {
+        exceptions["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["template"] == t && (e["case"] == c || e["case"] == "*"))
+    };
+    let entries: BTreeMap<String, &Json> = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["file"].as_str().unwrap().to_owned(), e))
+        .collect();
+    let families: std::collections::BTreeSet<&str> = entries
+        .values()
+        .map(|e| e["family"].as_str().unwrap())
+        .collect();
+    let case_by_name: BTreeMap<&str, &Json> = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c))
+        .collect();
+
+    let (mut renderable, mut identical, mut raising, mut raising_ok) = (0, 0, 0, 0);
+    let mut mismatches = Vec::new();
+    let mut unexpected_pass = Vec::new();
+    for r in reference() {
+        let t = r["template"].as_str().unwrap();
+        let c = r["case"].as_str().unwrap();
+        let source = std::fs::read_to_string(dir().join("corpus").join(t)).unwrap();
+        let got = library(&source, entries[t], case_by_name[c]);
+        if r["ok"].as_bool().unwrap() {
+            renderable += 1;
+            let want = r["output"].as_str().unwrap();
+            match &got {
+                Ok(s) if s == want => identical += 1,
+                _ if excepted(t, c) => {}
+                Ok(s) => mismatches.push(format!("{t} / {c}: {}", first_difference(want, s))),
+                Err(e) => mismatches.push(format!("{t} / {c}: library failed: {e}")),
+            }
+        } else {
+            raising += 1;
+            match &got {
+                Err(RenderError::Failed(_)) => raising_ok += 1,
+                _ if excepted(t, c) => {}
+                other => unexpected_pass.push(format!(
+                    "{t} / {c}: reference raised {:?}, library gave {:?}",
+                    r["error"].as_str().unwrap_or(""),
+                    other
+                        .as_ref()
+                        .map(|s| s.chars().take(80).collect::<String>())
+                )),
+            }
+        }
+    }
+    let share = identical as f64 / renderable as f64;
+    eprintln!(
+        "template fidelity: {identical}/{renderable} identical ({:.1}%), {} families; \
+         {raising_ok}/{raising} raising pairs refused by the library too",
+        share * 100.0,
+        families.len()
+    );
+    for m in mismatches.iter().chain(&unexpected_pass) {
+        eprintln!("  {m}");
+    }
+    assert!(families.len() >= 50, "only {} families", families.len());
+    assert!(
+        mismatches.is_empty() && unexpected_pass.is_empty(),
+        "{} mismatches and {} pairs the reference refuses but the library renders, not in exceptions.json",
+        mismatches.len(),
+        unexpected_pass.len()
+    );
+    assert!(share >= TARGET, "{share}");
+}
+
+fn first_difference(want: &str, got: &str) -> String {
+    let at = want
+        .char_indices()
+        .zip(got.chars())
+        .find(|((_, a), b)| a != b)
+        .map(|((i, _), _)| i)
+        .unwrap_or(want.len().min(got.len()));
+    let from = want[..at]
+        .char_indices()
+        .rev()
+        .nth(40)
+        .map_or(0, |(i, _)| i);
+    let end = |s: &str| {
+        s[at.min(s.len())..]
+            .char_indices()
+            .nth(40)
+            .map_or(s.len(), |(i, _)| at + i)
+    };
+    format!(
+        "at byte {at}: want {:?} got {:?}",
+        &want[from..end(want)],
+        got.get(from..end(got)).unwrap_or("")
+    )
+}
+
+/// Hostile templates that the engine completes quickly (well within the budget)
+/// where jinja2 fails, and why.
+const BOUNDED_NOT_FAILING: &[(&str, &str)] = &[
+    (
+        "deep_filter_chain.jinja",
+        "minijinja applies a chain of 10000 filters iteratively, in milliseconds; jinja2 recurses and fails",
+    ),
+    (
+        "deep_unary.jinja",
+        "minijinja parses a long run of unary operators in a loop, in milliseconds; jinja2 recurses and fails",
+    ),
+];
+
+#[test]
+fn hostile_templates_fail_within_budget() {
+    // A template that escaped its budget must fail this test, not take the CI
+    // machine's memory with it: cap this process's address space (no model here).
+    let cap = libc::rlimit {
+        rlim_cur: 6 << 30,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall on a stack value.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) }, 0);
+    let msgs = vec![
+        ChatMessage::new("system", "s"),
+        ChatMessage::new("user", "u"),
+        ChatMessage::new("assistant", "a"),
+        ChatMessage::new("user", "u2"),
+    ];
+    let mut n = 0;
+    for e in std::fs::read_dir(dir().join("hostile")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "jinja") {
+            continue;
+        }
+        n += 1;
+        let source = std::fs::read_to_string(&p).unwrap();
+        let t0 = Instant::now();
+        let r = render(
+            &source,
+            &ChatInput {
+                messages: &msgs,
+                add_generation_prompt: true,
+                ..Default::default()
+            },
+            &[("bos_token", "<s>".into())],
+        );
+        let took = t0.elapsed();
+        eprintln!(
+            "{}: {:?} in {took:?}",
+            p.display(),
+            r.as_ref().map(String::len)
+        );
+        let name = p.file_name().unwrap().to_str().unwrap();
+        match &r {
+            Ok(out) if BOUNDED_NOT_FAILING.iter().any(|(n, _)| *n == name) => {
+                assert!(out.len() < 1 << 20, "{name}: {} bytes", out.len())
+            }
+            Ok(_) => panic!("{} rendered", p.display()),
+            Err(_) => {}
+        }
+        assert!(
+            took < Duration::from_secs(5),
+            "{} took {took:?}",
+            p.display()
+        );
+    }
+    assert!(n >= 15, "only {n} hostile templates");
+}
