@@ -682,6 +682,42 @@ static bool progress_stop(void *ud, float p) {
     return false;
 }
 
+/* A file without a chat template (the key renamed in a copy of the test model):
+ * chat refuses with UNSUPPORTED naming the fix, and works with a named built-in. */
+static void test_templateless_file(void) {
+    size_t n = 0;
+    unsigned char *bytes = read_file(model_path, &n);
+    const char key[] = "tokenizer.chat_template";
+    size_t klen = sizeof key - 1, renamed = 0;
+    for (size_t i = 0; i + klen <= n && !renamed; i++)
+        if (memcmp(bytes + i, key, klen) == 0) {
+            bytes[i + klen - 1] = 'X';
+            renamed = 1;
+        }
+    CHECK(renamed, "no chat template key in the test model");
+    ta_model *m = NULL;
+    ta_status st = ta_model_load_from_buffer(bytes, n, NULL, &m);
+    free(bytes);
+    CHECK_ST(st, TA_OK);
+    if (!m) return;
+    ta_model_info info;
+    CHECK_ST(ta_model_get_info(m, &info), TA_OK);
+    CHECK(info.chat_template == NULL, "template still there");
+    ta_chat_message msg = {.role = "user", .content = "What is 2+2?"};
+    char *s = NULL;
+    CHECK_ST(ta_model_apply_chat_template(m, &msg, 1, true, NULL, NULL, NULL, &s), TA_ERR_UNSUPPORTED);
+    CHECK(last_error_has("no chat template"), "%s", ta_last_error());
+    ta_context *c = new_ctx(m, 256);
+    ta_gen_params gp = greedy(8);
+    CHECK_ST(ta_context_chat(c, &msg, 1, &gp, NULL, NULL, NULL), TA_ERR_UNSUPPORTED);
+    gp.chat_template = "chatml";
+    ta_gen_result r;
+    CHECK_ST(ta_context_chat(c, &msg, 1, &gp, NULL, NULL, &r), TA_OK);
+    CHECK(r.n_generated_tokens > 0, "%u", r.n_generated_tokens);
+    ta_context_free(c);
+    ta_model_free(m);
+}
+
 static void test_progress_cancel(void) {
     ta_model_params mp = ta_model_default_params();
     mp.progress_callback = progress_stop;
@@ -1190,6 +1226,7 @@ int main(int argc, char **argv) {
     test_cancel_from_thread(m);
     test_busy(m);
     test_chat_templates(m);
+    test_templateless_file();
     test_sequences(m);
     test_two_threads(m);
     test_hardware(m);

@@ -306,6 +306,20 @@ def test_chat_template_with_tools_and_variables(model, ctx):
     assert r.n_prompt_tokens > 0
 
 
+def test_chat_on_a_file_without_a_template():
+    with open(MODEL, "rb") as f:
+        data = f.read()
+    # Rename the key in a copy: same length, so the file stays valid.
+    data = data.replace(b"tokenizer.chat_template", b"tokenizer.chat_templatX", 1)
+    with tabagent.Model.from_buffer(data) as m, tabagent.Context(m, n_ctx=256, n_threads=2) as c:
+        assert m.info.chat_template is None
+        msgs = [{"role": "user", "content": "What is 2+2?"}]
+        with pytest.raises(tabagent.TabagentError, match="no chat template"):
+            c.chat(msgs, max_tokens=4)
+        r = c.chat(msgs, temperature=0, max_tokens=4, chat_template="chatml")
+        assert r.n_generated_tokens > 0 and r.text
+
+
 # ----------------------------------------------------------------------------- sequences
 
 
