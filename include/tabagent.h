@@ -34,6 +34,11 @@
 #define MAX_SEQ 256
 
 /**
+ * Sequences one embedding decode may hold (texts batched together).
+ */
+#define MAX_EMBED_SEQ 64
+
+/**
  * Fuel for one render before the input's own size is added: about a million
  * template instructions or 64 MB of created data (minijinja charges one unit per
  * instruction and per 64 bytes made). Real templates use well under 1% of it.
@@ -97,6 +102,21 @@
 #define TA_STOP_CANCELLED 3
 
 #define TA_STOP_CONTEXT_FULL 4
+
+/**
+ * Pooling types for `ta_context_params.pooling` (llama.cpp's values).
+ */
+#define TA_POOLING_MODEL -1
+
+#define TA_POOLING_NONE 0
+
+#define TA_POOLING_MEAN 1
+
+#define TA_POOLING_CLS 2
+
+#define TA_POOLING_LAST 3
+
+#define TA_POOLING_RANK 4
 
 /**
  * ggml-impl.h `TENSOR_ALIGNMENT`: with mmap, llama.cpp wraps the mapped file in
@@ -321,6 +341,18 @@ typedef struct {
    * leave, at the cost of every sequence attending over every cell.
    */
   bool kv_unified;
+  /**
+   * false (default): a context for generation. true: a context for
+   * `ta_context_embed` only (generation on it fails with `TA_ERR_INVALID_ARG`);
+   * n_batch and n_ubatch become n_ctx, capped at the model's training context,
+   * and texts are batched up to 64 at a time (`n_seq_max`, when above 1, lowers that).
+   */
+  bool embeddings;
+  /**
+   * Embedding contexts: `TA_POOLING_MODEL` (default: what the model's file
+   * says), `_NONE`, `_MEAN`, `_CLS`, `_LAST` or `_RANK`.
+   */
+  int32_t pooling;
 } ta_context_params;
 
 /**
@@ -476,6 +508,22 @@ typedef struct {
    */
   const char *reasoning_content;
 } ta_chat_message;
+
+/**
+ * Options of one `ta_context_embed` call. Get defaults from
+ * `ta_embed_default_params()`.
+ */
+typedef struct {
+  /**
+   * Scale each vector to unit length (default true); not applied to rank scores.
+   */
+  bool normalize;
+  /**
+   * A text longer than the context: false (default) fails the call with
+   * `TA_ERR_CONTEXT_FULL` naming it; true keeps its first tokens.
+   */
+  bool truncate;
+} ta_embed_params;
 
 /**
  * CPU facts. Strings are borrowed from the `ta_hardware` (valid until it is freed).
@@ -1186,6 +1234,51 @@ ta_status ta_debug_stream(const char *text,
                           ta_text_callback callback,
                           void *user_data,
                           size_t *out_calls);
+
+/**
+ * Default embedding options.
+ */
+ta_embed_params ta_embed_default_params(void);
+
+/**
+ * Length of each vector `ta_context_embed` writes (`n_embd`, or the number of
+ * scores with `TA_POOLING_RANK`). `TA_ERR_INVALID_ARG` when the context was not
+ * created with `embeddings`.
+ *
+ * # Safety
+ * `ctx` must be a live context or NULL.
+ */
+ta_status ta_context_embed_dim(const ta_context *ctx, size_t *out_dim);
+
+/**
+ * The pooling an embedding context uses, the model's default resolved (a
+ * `TA_POOLING_*` value).
+ *
+ * # Safety
+ * `ctx` must be a live context or NULL.
+ */
+ta_status ta_context_pooling(const ta_context *ctx, int32_t *out_pooling);
+
+/**
+ * Embed `n_texts` NUL-terminated UTF-8 texts: one vector of `ta_context_embed_dim`
+ * floats per text, text `i`'s at `out + i * dim`, in the caller's buffer `out` of
+ * `out_cap` floats. `*out_len` always receives the floats needed (`n_texts * dim`);
+ * `TA_ERR_BUFFER_TOO_SMALL` before any work when they do not fit. Texts are
+ * batched into few decodes. `params` NULL = defaults. A text with no tokens is
+ * `TA_ERR_INVALID_ARG`; one longer than the context `TA_ERR_CONTEXT_FULL` unless
+ * `params->truncate`. One call at a time per context (`TA_ERR_BUSY`).
+ *
+ * # Safety
+ * `texts` must hold `n_texts` valid strings; `out` must have `out_cap` writable
+ * floats (NULL when `out_cap` is 0).
+ */
+ta_status ta_context_embed(ta_context *ctx,
+                           const char *const *texts,
+                           size_t n_texts,
+                           const ta_embed_params *params,
+                           float *out_vectors,
+                           size_t out_cap,
+                           size_t *out_len);
 
 /**
  * Probe the machine: CPU (cpuid / /proc/cpuinfo), memory (with cgroup limits),

@@ -166,6 +166,45 @@ impl Drop for Llama {
 }
 
 impl Llama {
+    /// Fill the batch with `(token, pos, seq, output)` items (at most n_batch) and
+    /// run it through llama_decode, or llama_encode for encoder-only models.
+    /// Returns llama's return code.
+    pub fn run_batch(
+        &mut self,
+        what: &str,
+        items: impl Iterator<Item = (i32, i32, i32, bool)>,
+        n_batch: usize,
+        encode: bool,
+    ) -> Result<i32> {
+        let b = &mut self.batch;
+        let mut n = 0;
+        for (tok, pos, seq, out) in items {
+            assert!(n < n_batch, "batch overflow");
+            // SAFETY: n < n_batch, the capacity the batch was allocated with; each
+            // token belongs to one sequence.
+            unsafe {
+                *b.token.add(n) = tok;
+                *b.pos.add(n) = pos;
+                *b.n_seq_id.add(n) = 1;
+                **b.seq_id.add(n) = seq;
+                *b.logits.add(n) = out as i8;
+            }
+            n += 1;
+        }
+        b.n_tokens = n as i32;
+        let (batch, ctx) = (self.batch, self.ptr.as_ptr());
+        let mut rc = 0;
+        // SAFETY: valid context and a batch holding n tokens.
+        shim::guard(ErrorKind::Backend, what, |e, el| unsafe {
+            if encode {
+                shim::tas_encode(ctx, batch, &mut rc, e, el)
+            } else {
+                shim::tas_decode(ctx, batch, &mut rc, e, el)
+            }
+        })?;
+        Ok(rc)
+    }
+
     pub fn mem(&self) -> sys::llama_memory_t {
         // SAFETY: valid context.
         unsafe { sys::llama_get_memory(self.ptr.as_ptr()) }
@@ -278,6 +317,8 @@ pub(crate) struct Shared {
     pub n_ctx_seq: u32,
     pub n_batch: u32,
     pub n_seq_max: u32,
+    /// Created for embeddings ([`super::embed`]): no generation, no worker jobs.
+    pub embeddings: bool,
     pub unified: bool,
     /// The memory supports position shifts (context shift).
     pub can_shift: bool,
@@ -365,6 +406,7 @@ impl Core {
             n_batch,
             n_seq_max,
             unified: setup.params.kv_unified,
+            embeddings: setup.params.embeddings,
             can_shift,
             plain_kv: can_shift && !recurrent,
             sched: Mutex::new(Sched {
@@ -394,6 +436,11 @@ impl Shared {
 
     /// Claim a free sequence id.
     pub fn claim(&self) -> Result<i32> {
+        if self.embeddings {
+            return Err(Error::invalid_arg(
+                "this context was created for embeddings; generation needs a context without ContextParams.embeddings",
+            ));
+        }
         let mut s = self.sched.lock();
         match s.in_use.iter().position(|u| !u) {
             Some(i) => {

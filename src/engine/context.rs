@@ -2,6 +2,7 @@
 //! generation call, and the handle that owns the KV cache and its sequences.
 
 use super::batch::{AbortHandle, Core, Setup};
+use super::embed::{EmbedParams, Embeddings, Pooling, MAX_EMBED_SEQ};
 use super::model::{ChatMessage, Model};
 use super::sequence::Sequence;
 use super::sys;
@@ -42,6 +43,13 @@ pub struct ContextParams {
     /// leave) instead of a stream of n_ctx / n_seq_max cells per sequence (faster:
     /// each sequence attends only over its own cells).
     pub kv_unified: bool,
+    /// A context for [`Context::embed`] (no generation): texts are batched as
+    /// separate sequences, n_batch and n_ubatch become n_ctx (capped at the
+    /// model's training context) so every text fits one micro-batch, and the KV
+    /// cache (if the model has one) is shared.
+    pub embeddings: bool,
+    /// Embedding contexts: how token vectors become one vector per text.
+    pub pooling: Pooling,
 }
 
 impl Default for ContextParams {
@@ -56,6 +64,8 @@ impl Default for ContextParams {
             seed: SEED_DEFAULT,
             n_seq_max: 1,
             kv_unified: false,
+            embeddings: false,
+            pooling: Pooling::Model,
         }
     }
 }
@@ -235,9 +245,40 @@ pub fn physical_cores() -> u32 {
 /// llama.cpp's LLAMA_MAX_SEQ.
 pub const MAX_SEQ: u32 = 256;
 
+/// An embedding context's parameters: every text must fit one micro-batch, a
+/// batch holds up to [`MAX_EMBED_SEQ`] texts sharing one cache, and positions stay
+/// inside the model's table (BERT's position embeddings end at n_ctx_train).
+fn embedding_params(model: &Model, p: &ContextParams) -> ContextParams {
+    let train = model.info().n_ctx_train.max(0) as u32;
+    let mut n_ctx = if p.n_ctx == 0 { train } else { p.n_ctx };
+    if train > 0 {
+        n_ctx = n_ctx.min(train);
+    }
+    let n_ctx = n_ctx.max(8);
+    ContextParams {
+        n_ctx,
+        n_batch: n_ctx,
+        n_ubatch: n_ctx,
+        n_seq_max: if p.n_seq_max > 1 {
+            p.n_seq_max.min(MAX_EMBED_SEQ)
+        } else {
+            MAX_EMBED_SEQ
+        },
+        kv_unified: true,
+        ..p.clone()
+    }
+}
+
 impl Context {
     pub fn new(model: Arc<Model>, p: &ContextParams) -> Result<Context> {
         super::init();
+        let adjusted;
+        let p = if p.embeddings {
+            adjusted = embedding_params(&model, p);
+            &adjusted
+        } else {
+            p
+        };
         if p.n_batch == 0 || p.n_ubatch == 0 {
             return Err(Error::invalid_arg("n_batch and n_ubatch must be > 0"));
         }
@@ -269,6 +310,12 @@ impl Context {
         cp.n_ubatch = p.n_ubatch.min(p.n_batch);
         cp.n_seq_max = p.n_seq_max;
         cp.kv_unified = p.kv_unified;
+        cp.embeddings = p.embeddings;
+        cp.pooling_type = if p.embeddings {
+            p.pooling.code()
+        } else {
+            sys::LLAMA_POOLING_TYPE_UNSPECIFIED
+        };
         cp.n_threads = threads;
         cp.n_threads_batch = threads_batch;
         cp.flash_attn_type = match p.flash_attn {
@@ -322,6 +369,30 @@ impl Context {
 
     pub fn n_seq_max(&self) -> u32 {
         self.core.sh.n_seq_max
+    }
+
+    /// One vector per text (see [`super::embed`]); the context must have been
+    /// created with `embeddings`.
+    pub fn embed(&self, texts: &[&str], params: &EmbedParams) -> Result<Embeddings> {
+        super::embed::embed(&self.core, texts, params)
+    }
+
+    /// Length of each vector [`Context::embed`] returns (0 when the context is not
+    /// for embeddings).
+    pub fn embed_dim(&self) -> usize {
+        if self.core.sh.embeddings {
+            super::embed::dim(&self.core)
+        } else {
+            0
+        }
+    }
+
+    /// The pooling an embedding context uses (the model's default resolved).
+    pub fn pooling(&self) -> Option<Pooling> {
+        self.core
+            .sh
+            .embeddings
+            .then(|| super::embed::context_pooling(&self.core))
     }
 
     /// A new sequence (conversation) in this context; `Busy` when all

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod check;
 pub mod context;
+pub mod embed;
 pub mod gbnf;
 pub mod model;
 pub mod sampler;

@@ -90,6 +90,10 @@ int tas_decode(llama_context *ctx, llama_batch batch, int32_t *ret, char *err, s
     return guarded(err, err_len, [&] { *ret = llama_decode(ctx, batch); });
 }
 
+int tas_encode(llama_context *ctx, llama_batch batch, int32_t *ret, char *err, size_t err_len) {
+    return guarded(err, err_len, [&] { *ret = llama_encode(ctx, batch); });
+}
+
 int tas_sampler_sample(llama_sampler *smpl, llama_context *ctx, int32_t idx, llama_token *out,
                        char *err, size_t err_len) {
     return guarded(err, err_len, [&] { *out = llama_sampler_sample(smpl, ctx, idx); });

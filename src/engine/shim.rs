@@ -78,6 +78,13 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    pub(crate) fn tas_encode(
+        ctx: *mut sys::llama_context,
+        batch: sys::llama_batch,
+        ret: *mut i32,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
     pub(crate) fn tas_sampler_sample(
         smpl: *mut sys::llama_sampler,
         ctx: *mut sys::llama_context,

@@ -4,6 +4,7 @@ use super::model::{
     detokenize_into, messages_arg, piece_into, ta_chat_message, ta_model, tokenize_into,
 };
 use super::*;
+use crate::engine::embed::Pooling;
 use crate::engine::{
     AbortHandle, Context, ContextParams, FlashAttn, GenParams, GenResult, StopReason,
 };
@@ -54,6 +55,14 @@ pub struct ta_context_params {
     /// shared by all sequences, so a long conversation may use what short ones
     /// leave, at the cost of every sequence attending over every cell.
     pub kv_unified: bool,
+    /// false (default): a context for generation. true: a context for
+    /// `ta_context_embed` only (generation on it fails with `TA_ERR_INVALID_ARG`);
+    /// n_batch and n_ubatch become n_ctx, capped at the model's training context,
+    /// and texts are batched up to 64 at a time (`n_seq_max`, when above 1, lowers that).
+    pub embeddings: bool,
+    /// Embedding contexts: `TA_POOLING_MODEL` (default: what the model's file
+    /// says), `_NONE`, `_MEAN`, `_CLS`, `_LAST` or `_RANK`.
+    pub pooling: i32,
 }
 
 /// Sampling and stopping for one call. Get defaults from `ta_gen_default_params()`.
@@ -169,6 +178,8 @@ pub extern "C" fn ta_context_default_params() -> ta_context_params {
             seed: d.seed,
             n_seq_max: d.n_seq_max,
             kv_unified: d.kv_unified,
+            embeddings: d.embeddings,
+            pooling: d.pooling.code(),
         })
     })
 }
@@ -185,6 +196,8 @@ const FALLBACK_CTX_PARAMS: ta_context_params = ta_context_params {
     seed: TA_SEED_DEFAULT,
     n_seq_max: 1,
     kv_unified: false,
+    embeddings: false,
+    pooling: -1,
 };
 
 const FALLBACK_GEN_PARAMS: ta_gen_params = ta_gen_params {
@@ -261,6 +274,10 @@ fn context_params(p: *const ta_context_params) -> Result<ContextParams> {
         seed: p.seed,
         n_seq_max: p.n_seq_max,
         kv_unified: p.kv_unified,
+        embeddings: p.embeddings,
+        pooling: Pooling::from_code(p.pooling).ok_or_else(|| {
+            Error::invalid_arg(format!("pooling must be -1..=4, got {}", p.pooling))
+        })?,
     })
 }
 

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod context;
+pub mod embed;
 pub mod hardware;
 pub mod model;
 pub mod sequence;
