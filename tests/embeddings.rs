@@ -244,3 +244,34 @@ fn decoder_model_mean_and_last_pooling() {
         }
     }
 }
+
+#[test]
+fn more_sequences_than_batch_rows_is_refused_not_aborted() {
+    // llama.cpp asserts when n_seq_max exceeds the rows of a batch.
+    let e = Context::new(
+        test_model(),
+        &ContextParams {
+            n_ctx: 512,
+            n_batch: 32,
+            n_ubatch: 32,
+            n_seq_max: 64,
+            n_threads: 2,
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(e.kind(), ErrorKind::InvalidArg, "{e}");
+    // An embedding context smaller than its batch of sequences is sized to fit.
+    let ctx = Context::new(
+        embed_model(),
+        &ContextParams {
+            n_ctx: 32,
+            ..params(Pooling::Model)
+        },
+    )
+    .unwrap();
+    let texts: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    assert_eq!(ctx.embed(&refs, &EmbedParams::default()).unwrap().len(), 40);
+}

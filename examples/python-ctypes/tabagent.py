@@ -161,7 +161,13 @@ class _ContextParams(Structure):
         ("seed", c_uint32),
         ("n_seq_max", c_uint32),
         ("kv_unified", c_bool),
+        ("embeddings", c_bool),
+        ("pooling", c_int32),
     ]
+
+
+class _EmbedParams(Structure):
+    _fields_ = [("normalize", c_bool), ("truncate", c_bool)]
 
 
 class _GenParams(Structure):
@@ -266,6 +272,11 @@ _context_reset = _fn("ta_context_reset", c_int32, c_void_p)
 _context_n_ctx = _fn("ta_context_n_ctx", c_uint32, c_void_p)
 _context_n_ctx_seq = _fn("ta_context_n_ctx_seq", c_uint32, c_void_p)
 _context_n_seq_max = _fn("ta_context_n_seq_max", c_uint32, c_void_p)
+_embed_default_params = _fn("ta_embed_default_params", _EmbedParams)
+_context_embed = _fn("ta_context_embed", c_int32, c_void_p, POINTER(c_char_p), c_size_t, POINTER(_EmbedParams),
+                     POINTER(ctypes.c_float), c_size_t, POINTER(c_size_t))
+_context_embed_dim = _fn("ta_context_embed_dim", c_int32, c_void_p, POINTER(c_size_t))
+_context_pooling = _fn("ta_context_pooling", c_int32, c_void_p, POINTER(c_int32))
 _context_state_save = _fn("ta_context_state_save", c_int32, c_void_p, c_char_p, POINTER(c_size_t))
 _context_state_load = _fn("ta_context_state_load", c_int32, c_void_p, c_char_p, POINTER(c_size_t))
 _sequence_new = _fn("ta_sequence_new", c_int32, c_void_p, POINTER(c_void_p))
@@ -491,6 +502,17 @@ class Model(_Handle):
         _check(st)
         self._h = h
 
+    def embed(self, texts: Iterable[str], *, pooling: Optional[str] = None, normalize: bool = True,
+              truncate: bool = False, n_ctx: int = 0, n_threads: int = 0, as_numpy: Optional[bool] = None):
+        """Embed ``texts`` (one vector each) on an embedding context this model keeps
+        for these settings; see :meth:`Context.embed`."""
+        key = (pooling, n_ctx, n_threads)
+        cache = self.__dict__.setdefault("_embed_contexts", {})
+        ctx = cache.get(key)
+        if ctx is None:
+            ctx = cache[key] = Context(self, n_ctx=n_ctx, n_threads=n_threads, embeddings=True, pooling=pooling)
+        return ctx.embed(texts, normalize=normalize, truncate=truncate, as_numpy=as_numpy)
+
     @classmethod
     def from_buffer(cls, data: bytes, **kw) -> "Model":
         """Load from bytes in memory (no temporary file; Linux memfd)."""
@@ -577,6 +599,22 @@ class Model(_Handle):
                                           _json_arg(variables), byref(out)))
         del keep
         return _take_string(out)
+
+
+POOLING = {"model": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+
+
+def _vectors(buf, n: int, dim: int, as_numpy: Optional[bool]):
+    """The (n, dim) floats of an embed call: a NumPy array when asked or available."""
+    if as_numpy is not False:
+        try:
+            import numpy as np
+        except ImportError:
+            if as_numpy:
+                raise
+        else:
+            return np.frombuffer(buf, dtype=np.float32).reshape(n, dim).copy()
+    return [list(buf[i * dim:(i + 1) * dim]) for i in range(n)]
 
 
 def _json_arg(v: Any) -> Optional[bytes]:
@@ -772,10 +810,17 @@ class Context(_Conversation):
     def __init__(self, model: Model, *, n_ctx: int = 4096, n_batch: Optional[int] = None,
                  n_ubatch: Optional[int] = None, n_threads: int = 0, n_threads_batch: int = 0,
                  flash_attn: Optional[bool] = None, seed: Optional[int] = None, n_seq_max: int = 1,
-                 kv_unified: bool = False):
+                 kv_unified: bool = False, embeddings: bool = False, pooling: Optional[str] = None):
+        """``embeddings=True`` makes a context for :meth:`embed` only; ``pooling`` is one of
+        "model" (default), "none", "mean", "cls", "last", "rank"."""
         p = _context_default_params()
         p.n_ctx = n_ctx
         p.n_seq_max, p.kv_unified = n_seq_max, kv_unified
+        p.embeddings = embeddings
+        if pooling is not None:
+            if pooling not in POOLING:
+                raise ValueError(f"pooling must be one of {', '.join(POOLING)}")
+            p.pooling = POOLING[pooling]
         if n_batch is not None:
             p.n_batch = n_batch
         if n_ubatch is not None:
@@ -793,6 +838,34 @@ class Context(_Conversation):
     @property
     def n_ctx(self) -> int:
         return _context_n_ctx(self._handle())
+
+    @property
+    def embed_dim(self) -> int:
+        """Length of each vector :meth:`embed` returns (embedding contexts only)."""
+        n = c_size_t()
+        _check(_context_embed_dim(self._handle(), byref(n)))
+        return n.value
+
+    @property
+    def pooling(self) -> str:
+        """The pooling an embedding context uses, the model's default resolved."""
+        v = c_int32()
+        _check(_context_pooling(self._handle(), byref(v)))
+        return {c: n for n, c in POOLING.items()}[v.value]
+
+    def embed(self, texts: Iterable[str], *, normalize: bool = True, truncate: bool = False,
+              as_numpy: Optional[bool] = None):
+        """One vector per text (the context must have ``embeddings=True``). Returns a
+        NumPy array (n, dim) when NumPy is installed (or ``as_numpy=True``), else lists."""
+        enc = [t.encode() for t in texts]
+        dim = self.embed_dim
+        arr = (c_char_p * len(enc))(*enc)
+        out = (ctypes.c_float * (len(enc) * dim))()
+        n = c_size_t()
+        p = _embed_default_params()
+        p.normalize, p.truncate = normalize, truncate
+        _check(_context_embed(self._handle(), arr, len(enc), byref(p), out, len(out), byref(n)))
+        return _vectors(out, len(enc), dim, as_numpy)
 
     @property
     def n_ctx_seq(self) -> int:

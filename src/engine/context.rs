@@ -263,7 +263,8 @@ fn embedding_params(model: &Model, p: &ContextParams) -> ContextParams {
             p.n_seq_max.min(MAX_EMBED_SEQ)
         } else {
             MAX_EMBED_SEQ
-        },
+        }
+        .min(n_ctx),
         kv_unified: true,
         ..p.clone()
     }
@@ -291,6 +292,14 @@ impl Context {
             return Err(Error::invalid_arg(format!(
                 "n_seq_max must be in 1..={MAX_SEQ}, got {}",
                 p.n_seq_max
+            )));
+        }
+        // llama.cpp reserves an output row per sequence within a batch's rows and
+        // asserts (aborting the process) when there are more sequences than rows.
+        if p.n_seq_max > p.n_batch {
+            return Err(Error::invalid_arg(format!(
+                "n_seq_max ({}) must not exceed n_batch ({})",
+                p.n_seq_max, p.n_batch
             )));
         }
         let threads = if p.n_threads == 0 {

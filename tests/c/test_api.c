@@ -1074,6 +1074,63 @@ static void test_chat_templates(const ta_model *m) {
     ta_context_free(c);
 }
 
+/* Embeddings (issue 12) on the test model with mean pooling: sizes, batched vs
+ * one at a time, buffer too small before any work, misplaced calls. */
+static void test_embeddings(const ta_model *m) {
+    ta_context_params cp = ta_context_default_params();
+    cp.n_ctx = 256;
+    cp.n_threads = 2;
+    cp.embeddings = true;
+    cp.pooling = TA_POOLING_MEAN;
+    ta_context *c = NULL;
+    CHECK_ST(ta_context_new(m, &cp, &c), TA_OK);
+    if (!c) return;
+    size_t dim = 0, len = 0;
+    int32_t pooling = -7;
+    CHECK_ST(ta_context_embed_dim(c, &dim), TA_OK);
+    CHECK(dim == 576, "%zu", dim);
+    CHECK_ST(ta_context_pooling(c, &pooling), TA_OK);
+    CHECK(pooling == TA_POOLING_MEAN, "%d", pooling);
+    const char *texts[] = {"The cat sat on the mat.", "Stock prices fell today.", "Héllo 👋"};
+    float *all = calloc(3 * 576, sizeof(float)), *one = calloc(576, sizeof(float));
+    ta_embed_params ep = ta_embed_default_params();
+    CHECK(ep.normalize && !ep.truncate, "defaults");
+    CHECK_ST(ta_context_embed(c, texts, 3, &ep, all, 3 * 576 - 1, &len), TA_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 3 * 576, "%zu", len);
+    CHECK_ST(ta_context_embed(c, texts, 3, NULL, all, 3 * 576, &len), TA_OK);
+    for (int i = 0; i < 3; i++) {
+        CHECK_ST(ta_context_embed(c, texts + i, 1, &ep, one, 576, &len), TA_OK);
+        double dot = 0, norm = 0;
+        for (size_t k = 0; k < 576; k++) {
+            dot += (double)one[k] * all[i * 576 + k];
+            norm += (double)one[k] * one[k];
+        }
+        CHECK(dot > 0.9999 && norm > 0.9999 && norm < 1.0001, "text %d: dot %f norm %f", i, dot, norm);
+    }
+    /* NULL and misplaced arguments. */
+    CHECK_ST(ta_context_embed(NULL, texts, 1, NULL, one, 576, &len), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_embed(c, NULL, 1, NULL, one, 576, &len), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_embed(c, texts, 1, NULL, NULL, 576, &len), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_embed(c, texts, 1, NULL, one, 576, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_embed_dim(NULL, &dim), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_embed_dim(c, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_pooling(NULL, &pooling), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_pooling(c, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_context_generate(c, "x", NULL, NULL, NULL, NULL), TA_ERR_INVALID_ARG);
+    CHECK(last_error_has("embeddings"), "%s", ta_last_error());
+    ta_context_free(c);
+    ta_context *g = new_ctx(m, 256);
+    CHECK_ST(ta_context_embed(g, texts, 1, NULL, one, 576, &len), TA_ERR_INVALID_ARG);
+    CHECK_ST(ta_context_embed_dim(g, &dim), TA_ERR_INVALID_ARG);
+    ta_context_free(g);
+    cp.pooling = 9;
+    c = (ta_context *)1;
+    CHECK_ST(ta_context_new(m, &cp, &c), TA_ERR_INVALID_ARG);
+    CHECK(c == (ta_context *)1, "out param written on failure");
+    free(all);
+    free(one);
+}
+
 static void test_sequences(const ta_model *m) {
     ta_context_params cp = ta_context_default_params();
     CHECK(cp.n_seq_max == 1 && !cp.kv_unified, "defaults %u %d", cp.n_seq_max, cp.kv_unified);
@@ -1227,6 +1284,7 @@ int main(int argc, char **argv) {
     test_busy(m);
     test_chat_templates(m);
     test_templateless_file();
+    test_embeddings(m);
     test_sequences(m);
     test_two_threads(m);
     test_hardware(m);

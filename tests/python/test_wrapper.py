@@ -402,3 +402,40 @@ def test_state_round_trip_in_a_fresh_process(model, tmp_path):
         with pytest.raises(tabagent.InvalidArgumentError):
             s.load_state(path)
         assert s.n_cached == 0
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+EMBED_MODEL = os.path.join(
+    os.environ.get("TABAGENT_MODEL_DIR", os.path.expanduser("~/.cache/tabagent/models")),
+    "all-MiniLM-L6-v2", "all-MiniLM-L6-v2.F32.gguf")
+
+
+def test_model_embed_returns_numpy_or_lists_and_ranks():
+    import numpy as np
+    assert os.path.exists(EMBED_MODEL), "run scripts/fetch-embed-model.sh"
+    texts = ["A man is playing a guitar.", "Someone strums an acoustic guitar.",
+             "The stock market fell sharply."]
+    with tabagent.Model(EMBED_MODEL) as m:
+        v = m.embed(texts, n_threads=2)
+        assert isinstance(v, np.ndarray) and v.shape == (3, 384) and v.dtype == np.float32
+        assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+        sims = v @ v.T
+        assert sims[0, 1] > sims[0, 2] + 0.2
+        lists = m.embed(texts[:1], n_threads=2, as_numpy=False)
+        assert isinstance(lists, list) and len(lists[0]) == 384
+        assert abs(float(np.dot(lists[0], v[0])) - 1.0) < 1e-4
+        with tabagent.Context(m, n_ctx=32, n_threads=2, embeddings=True) as c:
+            assert c.pooling == "mean" and c.embed_dim == 384
+            with pytest.raises(tabagent.ContextFullError, match=r"texts\[0\]"):
+                c.embed(["word " * 100])
+            assert c.embed(["word " * 100], truncate=True).shape == (1, 384)
+            with pytest.raises(tabagent.InvalidArgumentError, match="embeddings"):
+                c.generate("x", max_tokens=1)
+        with pytest.raises(ValueError):
+            tabagent.Context(m, embeddings=True, pooling="median")
+
+
+def test_embed_on_a_generation_context_is_refused(ctx):
+    with pytest.raises(tabagent.InvalidArgumentError, match="not created for embeddings"):
+        ctx.embed(["x"])
