@@ -20,3 +20,5 @@ build/bench/bench_parallel "$model" "$threads"
 PY=python3
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 "$PY" bench/bench_py.py
+# Embeddings (issue 12): batched vs one text per call, and the NumPy reference.
+"$PY" bench/bench_embed.py "" "$threads"

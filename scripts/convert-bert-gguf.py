@@ -26,7 +26,7 @@ The output depends only on the inputs, the output type and the model directory's
 
 Requires numpy, safetensors, tokenizers and gguf (PyPI). Usage:
 
-    convert-bert-gguf.py MODEL_DIR --outfile OUT.gguf [--outtype f32|f16]
+    convert-bert-gguf.py MODEL_DIR --outfile OUT.gguf [--outtype f32|f16|q8_0]
 """
 
 from __future__ import annotations
@@ -159,6 +159,9 @@ def add_tensors(writer: gguf.GGUFWriter, dir_model: Path, block_count: int, ftyp
                     qtype = gguf.GGMLQuantizationType.F32
                 elif ftype == gguf.LlamaFileType.MOSTLY_F16:
                     qtype = gguf.GGMLQuantizationType.F16
+                elif ftype == gguf.LlamaFileType.MOSTLY_Q8_0:
+                    # as convert_hf_to_gguf: the token embedding table stays F16 there too
+                    qtype = gguf.GGMLQuantizationType.Q8_0
                 else:
                     raise ValueError(f"unsupported output type {ftype.name}")
 
@@ -371,7 +374,8 @@ def convert(dir_model: Path, outfile: Path, outtype: str, pre_override: str | No
     if "text_config" in hparams:
         hparams = {**hparams, **hparams["text_config"]}
     block_count = find_hparam(hparams, ["n_layers", "num_hidden_layers", "n_layer", "num_layers"])
-    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}[outtype]
+    ftype = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
 
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.BERT])
 
@@ -403,7 +407,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", type=Path, help="directory with config.json, model.safetensors, tokenizer.json")
     ap.add_argument("--outfile", type=Path, required=True)
-    ap.add_argument("--outtype", choices=["f32", "f16"], default="f32")
+    ap.add_argument("--outtype", choices=["f32", "f16", "q8_0"], default="f32")
     ap.add_argument("--tokenizer-pre", help="tokenizer.ggml.pre to write when the tokenizer hash is not known")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args()

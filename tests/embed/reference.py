@@ -52,7 +52,7 @@ def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.nd
 
 
 class Bert:
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, dtype=np.float64):
         self.cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         if self.cfg.get("hidden_act", "gelu") != "gelu":
             raise NotImplementedError(self.cfg["hidden_act"])
@@ -63,7 +63,7 @@ class Bert:
             with safe_open(part, framework="numpy") as f:
                 for k in f.keys():
                     name = k[5:] if k.startswith("bert.") else k
-                    self.w[name] = f.get_tensor(k).astype(np.float64)
+                    self.w[name] = f.get_tensor(k).astype(dtype)
         self.n_layer = self.cfg["num_hidden_layers"]
         self.n_head = self.cfg["num_attention_heads"]
         self.eps = self.cfg.get("layer_norm_eps", 1e-12)
@@ -102,10 +102,11 @@ class Bert:
 
 
 class SentenceEncoder:
-    """The sentence-transformers pipeline of modules.json: Transformer, Pooling, [Normalize]."""
+    """The sentence-transformers pipeline of modules.json: Transformer, Pooling, [Normalize].
+    float64 for the test's reference vectors; bench/bench_embed.py times it in float32."""
 
-    def __init__(self, model_dir: Path):
-        self.bert = Bert(model_dir)
+    def __init__(self, model_dir: Path, dtype=np.float64):
+        self.bert = Bert(model_dir, dtype)
         modules = json.loads((model_dir / "modules.json").read_text(encoding="utf-8"))
         types = [m["type"].rsplit(".", 1)[-1] for m in modules]
         if types[:2] != ["Transformer", "Pooling"] or not set(types[2:]) <= {"Normalize"}:
