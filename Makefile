@@ -10,7 +10,7 @@ CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefine
                -fno-omit-frame-pointer -Iinclude
 LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
 
-.PHONY: demo test setup build model embed-model examples test-rust test-c test-corpus test-python test-examples test-install test-tsan lint bench install clean
+.PHONY: demo test setup build model embed-model examples test-rust test-c test-corpus test-python test-host test-host test-examples test-install test-tsan lint bench install clean
 
 ## Set up, build, fetch the default model and stream a chat reply from it.
 demo: setup build model examples
@@ -18,14 +18,14 @@ demo: setup build model examples
 
 ## Every test: Rust unit/integration (incl. header freshness), C under ASan,
 ## Python through the ctypes wrapper, the examples, fmt and clippy.
-test: setup build model embed-model test-rust test-c test-corpus test-python test-examples test-install test-tsan lint
+test: setup build model embed-model test-rust test-c test-corpus test-python test-host test-examples test-install test-tsan lint
 	@echo "all tests passed"
 
 setup:
 	@./scripts/setup.sh
 
 build:
-	cargo build --release
+	cargo build --release --workspace
 
 model:
 	@./scripts/fetch-model.sh >/dev/null
@@ -40,7 +40,7 @@ examples: build
 # Contexts spin threads on every core: run model tests one at a time. The
 # hostile-model corpus runs in test-corpus.
 test-rust: build
-	cargo test --release -- --test-threads=1 --skip hostile_corpus
+	cargo test --release --workspace -- --test-threads=1 --skip hostile_corpus
 
 CORPUS := build/corpus
 ## The hostile-model corpus: every case in a child process (tests/hostile_models.rs),
@@ -77,6 +77,10 @@ test-tsan: model
 test-python: build
 	$(PY) -m pytest -q tests/python tests/hub
 
+## The native host binary spoken to over its stdio framing, as a browser does.
+test-host: build model embed-model
+	$(PY) -m pytest -q tests/host
+
 test-examples: examples
 	./examples/c/build/chat "$(TABAGENT_TEST_MODEL)" "What is 2+2?" 16 | grep -q .
 	./examples/c/build/parallel "$(TABAGENT_TEST_MODEL)" "What is 2+2?" "Name a colour." "What is the sun?" "Say hello." | grep -c "^A[1-4]: ." | grep -qx 4
@@ -111,10 +115,10 @@ test-install: build model
 	./tests/install.sh "$(TABAGENT_TEST_MODEL)"
 
 lint:
-	cargo fmt --check
+	cargo fmt --all --check
 	c++ -std=c++17 -Wall -Wextra -Werror -fsyntax-only \
 	    -I$$(ls -d target/release/build/llama-cpp-sys-2-*/out/include | head -1) src/engine/shim.cpp
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --workspace --all-targets -- -D warnings
 
 bench: setup build model
 	./bench/run.sh

@@ -72,6 +72,30 @@ impl ErrorKind {
         self as i32
     }
 
+    /// The status's name as the C constants spell it without `TA_ERR_`
+    /// (`"BAD_MODEL"`): the `code` of the native host's error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::NullArg => "NULL_ARG",
+            ErrorKind::InvalidArg => "INVALID_ARG",
+            ErrorKind::Io => "IO",
+            ErrorKind::NotFound => "NOT_FOUND",
+            ErrorKind::BadModel => "BAD_MODEL",
+            ErrorKind::Network => "NETWORK",
+            ErrorKind::Checksum => "CHECKSUM",
+            ErrorKind::Cancelled => "CANCELLED",
+            ErrorKind::ContextFull => "CONTEXT_FULL",
+            ErrorKind::Busy => "BUSY",
+            ErrorKind::Unsupported => "UNSUPPORTED",
+            ErrorKind::OutOfMemory => "OUT_OF_MEMORY",
+            ErrorKind::Panic => "PANIC",
+            ErrorKind::BufferTooSmall => "BUFFER_TOO_SMALL",
+            ErrorKind::Unauthorized => "UNAUTHORIZED",
+            ErrorKind::Offline => "OFFLINE",
+            ErrorKind::Backend => "BACKEND",
+        }
+    }
+
     /// Static description of the kind, as `ta_status_str` returns it.
     pub fn describe(self) -> &'static str {
         match self {

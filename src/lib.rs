@@ -10,6 +10,7 @@ pub mod error;
 pub mod ffi;
 pub mod gguf;
 pub mod hardware;
+pub mod host;
 pub mod log;
 
 pub use error::{Error, ErrorKind, Result};
