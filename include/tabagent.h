@@ -127,6 +127,11 @@
 #define MAP_ALIGNMENT 32
 
 /**
+ * Browsers refuse a message from a native host of 1 MiB or more.
+ */
+#define MAX_MESSAGE (1 << 20)
+
+/**
  * An open cache, opaque. Safe to use from many threads at once; two processes
  * downloading the same file coordinate through a lock file.
  */
@@ -148,6 +153,11 @@ typedef struct ta_context ta_context;
  * `ta_hardware_free`. Immutable: safe to use from many threads at once.
  */
 typedef struct ta_hardware ta_hardware;
+
+/**
+ * A native-messaging dispatcher, opaque. Free with `ta_host_free`.
+ */
+typedef struct ta_host ta_host;
 
 /**
  * A loaded model, opaque. Free with `ta_model_free`. Safe to use from many threads
@@ -653,6 +663,14 @@ typedef struct {
   int32_t recommended_gpu_layers;
   uint32_t recommended_threads;
 } ta_fit;
+
+/**
+ * Receives each message the host sends: `len` bytes of UTF-8 JSON (not
+ * NUL-terminated, under 1 MiB), borrowed for the call. Called from the thread of
+ * `ta_host_post` (quick actions) and from the host's worker threads, never two at
+ * once; it must not call `ta_host_free`.
+ */
+typedef void (*ta_host_callback)(void *user_data, const char *json, size_t len);
 
 /**
  * What a passed `ta_model_check` measured.
@@ -1370,6 +1388,40 @@ ta_status ta_hardware_fit_model(const ta_hardware *hw,
                                 const ta_model *model,
                                 uint32_t n_ctx,
                                 ta_fit *out_fit);
+
+/**
+ * Create a host. `config_json` NULL = defaults, else a JSON object: `cache_dir`,
+ * `endpoint`, `offline`, `model_dirs` (folders LOAD_MODEL may read besides the
+ * cache), `max_request_bytes`, `max_running`, `max_models`, `n_ctx`, `n_seq_max`,
+ * `n_threads`. `callback` gets every message (see `ta_host_callback`);
+ * `user_data` is passed to it and must stay valid until `ta_host_free` returns.
+ *
+ * # Safety
+ * `config_json` NULL or a NUL-terminated string; `out_host` writable.
+ */
+ta_status ta_host_new(const char *config_json,
+                      ta_host_callback callback,
+                      void *user_data,
+                      ta_host **out_host);
+
+/**
+ * Post one request (`len` bytes of JSON, no NUL needed). Every problem with the
+ * request itself is reported as an `error` message through the callback; the
+ * status is `TA_OK` unless `host` or `json` is NULL.
+ *
+ * # Safety
+ * `host` from `ta_host_new`; `json` has `len` readable bytes.
+ */
+ta_status ta_host_post(ta_host *host, const char *json, size_t len);
+
+/**
+ * Cancel every running request, wait for each to send its final message, and
+ * free the host. NULL is a no-op.
+ *
+ * # Safety
+ * `host` from `ta_host_new`, not freed twice, not called from the callback.
+ */
+void ta_host_free(ta_host *host);
 
 /**
  * Default load parameters: all GPU layers, mmap on, mlock off, full model, no callback.

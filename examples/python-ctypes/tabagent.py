@@ -212,6 +212,7 @@ class _ChatMessage(Structure):
 
 
 _TEXT_CB = CFUNCTYPE(c_bool, c_void_p, POINTER(c_char), c_size_t)
+_HOST_CB = CFUNCTYPE(None, c_void_p, POINTER(c_char), c_size_t)
 _PROGRESS_CB = CFUNCTYPE(c_bool, c_void_p, c_float)
 _LOG_CB = CFUNCTYPE(None, c_void_p, c_int32, POINTER(c_char), c_size_t)
 
@@ -272,6 +273,9 @@ _context_reset = _fn("ta_context_reset", c_int32, c_void_p)
 _context_n_ctx = _fn("ta_context_n_ctx", c_uint32, c_void_p)
 _context_n_ctx_seq = _fn("ta_context_n_ctx_seq", c_uint32, c_void_p)
 _context_n_seq_max = _fn("ta_context_n_seq_max", c_uint32, c_void_p)
+_host_new = _fn("ta_host_new", c_int32, c_char_p, _HOST_CB, c_void_p, POINTER(c_void_p))
+_host_post = _fn("ta_host_post", c_int32, c_void_p, c_char_p, c_size_t)
+_host_free = _fn("ta_host_free", None, c_void_p)
 _embed_default_params = _fn("ta_embed_default_params", _EmbedParams)
 _context_embed = _fn("ta_context_embed", c_int32, c_void_p, POINTER(c_char_p), c_size_t, POINTER(_EmbedParams),
                      POINTER(ctypes.c_float), c_size_t, POINTER(c_size_t))
@@ -1360,3 +1364,33 @@ def _from_pretrained(cls, repo: str, quant: str, *, revision: str = "main", cach
 Model.from_pretrained = classmethod(_from_pretrained)
 __all__ += ["Cache"]
 __all__ += ["check_model"]
+
+
+# ----------------------------------------------------------------------------- native host
+
+
+class Host(_Handle):
+    """The native-messaging dispatcher (the protocol of ``tabagent-host``) inside this
+    process: ``post(request)`` takes a dict (or JSON bytes); ``on_message(dict)`` receives
+    every message sent back, from the library's threads. close() cancels what runs and
+    returns once every request has sent its final message."""
+
+    _free = _host_free
+    _what = "host"
+
+    def __init__(self, on_message: Callable[[dict], None], config: Optional[Mapping[str, Any]] = None):
+        def trampoline(_ud, data, n):
+            try:
+                on_message(json.loads(ctypes.string_at(data, n)))
+            except Exception:  # an exception must not cross back into the library
+                pass
+
+        self._cb = _HOST_CB(trampoline)
+        h = c_void_p()
+        cfg = json.dumps(config).encode() if config is not None else None
+        _check(_host_new(cfg, self._cb, None, byref(h)))
+        self._h = h
+
+    def post(self, request: Union[Mapping[str, Any], bytes]) -> None:
+        body = request if isinstance(request, (bytes, bytearray)) else json.dumps(request).encode()
+        _check(_host_post(self._handle(), bytes(body), len(body)))

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod context;
 pub mod embed;
 pub mod hardware;
+pub mod host;
 pub mod model;
 pub mod sequence;
 

@@ -1131,6 +1131,85 @@ static void test_embeddings(const ta_model *m) {
     free(one);
 }
 
+/* The native-host dispatcher through its C handle (issue 13): messages arrive
+ * through the callback; bad requests are error messages, never a bad status. */
+typedef struct {
+    pthread_mutex_t mu;
+    char buf[1 << 16];
+    size_t len;
+    int n;
+} host_log;
+
+static void on_host_msg(void *ud, const char *json, size_t len) {
+    host_log *h = ud;
+    pthread_mutex_lock(&h->mu);
+    if (h->len + len + 2 < sizeof h->buf) {
+        memcpy(h->buf + h->len, json, len);
+        h->len += len;
+        h->buf[h->len++] = '\n';
+        h->buf[h->len] = 0;
+    }
+    h->n++;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static int host_has(host_log *h, const char *needle) {
+    pthread_mutex_lock(&h->mu);
+    int r = strstr(h->buf, needle) != NULL;
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+static int host_wait(host_log *h, const char *needle, int seconds) {
+    for (int i = 0; i < seconds * 100; i++) {
+        if (host_has(h, needle)) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+static void test_host(void) {
+    static host_log log = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    ta_host *h = (ta_host *)1;
+    CHECK_ST(ta_host_new(NULL, on_host_msg, &log, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_host_new(NULL, NULL, &log, &h), TA_ERR_NULL_ARG);
+    CHECK(h == (ta_host *)1, "out param written on failure");
+    CHECK_ST(ta_host_new("{\"max_running\": \"x\"}", on_host_msg, &log, &h), TA_ERR_INVALID_ARG);
+    CHECK_ST(ta_host_new("[", on_host_msg, &log, &h), TA_ERR_INVALID_ARG);
+    char cfg[4096];
+    char dir[2048];
+    snprintf(dir, sizeof dir, "%s", model_path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    snprintf(cfg, sizeof cfg, "{\"model_dirs\": [\"%s\"], \"n_ctx\": 256, \"n_threads\": 2, \"offline\": true}", dir);
+    CHECK_ST(ta_host_new(cfg, on_host_msg, &log, &h), TA_OK);
+    if (h == (ta_host *)1 || !h) return;
+    const char *ping = "{\"id\": 1, \"action\": \"PING\"}";
+    CHECK_ST(ta_host_post(NULL, ping, strlen(ping)), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_host_post(h, NULL, 3), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_host_post(h, ping, strlen(ping)), TA_OK);
+    CHECK(host_has(&log, "\"id\":1,\"type\":\"result\""), "%s", log.buf);
+    CHECK_ST(ta_host_post(h, "\xff{", 2), TA_OK);
+    CHECK(host_has(&log, "\"id\":null,\"type\":\"error\",\"code\":\"INVALID_REQUEST\""), "%s", log.buf);
+    CHECK_ST(ta_host_post(h, "", 0), TA_OK);
+    char req[4096];
+    snprintf(req, sizeof req, "{\"id\": \"l\", \"action\": \"LOAD_MODEL\", \"path\": \"%s\", \"key\": \"m\"}", model_path);
+    CHECK_ST(ta_host_post(h, req, strlen(req)), TA_OK);
+    CHECK(host_wait(&log, "\"id\":\"l\",\"type\":\"result\"", 60), "%s", log.buf);
+    const char *gen = "{\"id\": \"g\", \"action\": \"GENERATE\", \"model\": \"m\", \"prompt\": \"Hello\","
+                      " \"params\": {\"max_tokens\": 4, \"temperature\": 0}}";
+    CHECK_ST(ta_host_post(h, gen, strlen(gen)), TA_OK);
+    CHECK(host_wait(&log, "\"id\":\"g\",\"type\":\"result\"", 60), "%s", log.buf);
+    /* Free with work running: it is cancelled and answered before free returns. */
+    const char *lng = "{\"id\": \"z\", \"action\": \"GENERATE\", \"model\": \"m\", \"prompt\": \"Count:\","
+                      " \"params\": {\"max_tokens\": 100000}}";
+    CHECK_ST(ta_host_post(h, lng, strlen(lng)), TA_OK);
+    usleep(100000);
+    ta_host_free(h);
+    CHECK(host_has(&log, "\"id\":\"z\",\"type\":\"result\""), "no final message for z");
+    ta_host_free(NULL);
+}
+
 static void test_sequences(const ta_model *m) {
     ta_context_params cp = ta_context_default_params();
     CHECK(cp.n_seq_max == 1 && !cp.kv_unified, "defaults %u %d", cp.n_seq_max, cp.kv_unified);
@@ -1285,6 +1364,7 @@ int main(int argc, char **argv) {
     test_chat_templates(m);
     test_templateless_file();
     test_embeddings(m);
+    test_host();
     test_sequences(m);
     test_two_threads(m);
     test_hardware(m);

@@ -329,3 +329,26 @@ def test_install_writes_manifests_and_config(tmp_path):
     printed = subprocess.run([HOST, "manifest", "--extension-id", "x", "--browser", "edge"], env=env,
                              capture_output=True, text=True, check=True).stdout
     assert '"chrome-extension://x/"' in printed
+
+
+def test_python_host_over_the_c_dispatcher(tmp_path):
+    """examples/python-ctypes/native_host.py: the same protocol through ta_host_*."""
+    c = Conn.__new__(Conn)
+    cfg = tmp_path / "py.json"
+    cfg.write_text(json.dumps({"cache_dir": str(tmp_path / "cache"), "model_dirs": [os.path.dirname(MODEL)],
+                               "n_ctx": 256, "n_threads": 2}))
+    c.p = subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", "python-ctypes", "native_host.py")],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={**os.environ, "TABAGENT_HOST_CONFIG": str(cfg)})
+    c.msgs, c.cv = [], threading.Condition()
+    threading.Thread(target=c._read, daemon=True).start()
+    assert c.ask({"id": 1, "action": "PING"})["type"] == "result"
+    c.send(b"{oops")
+    load(c)
+    c.send({"id": "g", "action": "GENERATE", "model": "m", "messages": [{"role": "user", "content": "Hi"}],
+            "params": {"max_tokens": 5, "temperature": 0}})
+    msgs = c.final("g")
+    assert msgs[-1]["type"] == "result"
+    assert "".join(m["text"] for m in msgs if m["type"] == "token") == msgs[-1]["result"]["text"]
+    assert any(m and m["id"] is None and m["type"] == "error" for m in c.msgs)
+    assert c.close() == 0
