@@ -24,14 +24,16 @@ pub struct ta_embed_params {
     pub truncate: bool,
 }
 
+// Only returned if building the defaults panicked (the boundary needs a value).
+const FALLBACK_EMBED_PARAMS: ta_embed_params = ta_embed_params {
+    normalize: true,
+    truncate: false,
+};
+
 /// Default embedding options.
 #[no_mangle]
 pub extern "C" fn ta_embed_default_params() -> ta_embed_params {
-    let fallback = ta_embed_params {
-        normalize: true,
-        truncate: false,
-    };
-    boundary_value("ta_embed_default_params", fallback, || {
+    boundary_value("ta_embed_default_params", FALLBACK_EMBED_PARAMS, || {
         let d = EmbedParams::default();
         Ok(ta_embed_params {
             normalize: d.normalize,
