@@ -77,9 +77,11 @@ test-tsan: model
 test-python: build
 	$(PY) -m pytest -q tests/python tests/hub
 
-## The native host binary spoken to over its stdio framing, as a browser does.
+## The native host binary spoken to over its stdio framing, as a browser does; then
+## the example extension in headless Chromium (screenshots in build/browser/).
 test-host: build model embed-model
 	$(PY) -m pytest -q tests/host
+	$(PY) -m pytest -q tests/browser
 
 test-examples: examples
 	./examples/c/build/chat "$(TABAGENT_TEST_MODEL)" "What is 2+2?" 16 | grep -q .

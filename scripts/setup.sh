@@ -16,6 +16,8 @@ command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 # The hostile-model corpus runs a sample of its files under valgrind.
 command -v valgrind >/dev/null || need+=(valgrind)
+# The native host's end-to-end test runs the example extension in Chromium.
+command -v chromium >/dev/null || need+=(chromium)
 # tests/install.sh builds the C example through pkg-config.
 command -v pkg-config >/dev/null || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
@@ -35,8 +37,10 @@ fi
 # jinja2 renders chat templates as transformers does (the reference for the template
 # fidelity test); numpy, gguf, safetensors and tokenizers build the embedding test model
 # and compute its reference vectors.
-pkgs=(pytest huggingface_hub jinja2 numpy gguf safetensors tokenizers)
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, huggingface_hub, jinja2, numpy, gguf, safetensors, tokenizers' 2>/dev/null; then
+# playwright drives the system Chromium in the browser test (its own browser
+# download is not used).
+pkgs=(pytest huggingface_hub jinja2 numpy gguf safetensors tokenizers playwright)
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, huggingface_hub, jinja2, numpy, gguf, safetensors, tokenizers, playwright' 2>/dev/null; then
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "${pkgs[@]}"
 fi
