@@ -22,3 +22,6 @@ PY=python3
 "$PY" bench/bench_py.py
 # Embeddings (issue 12): batched vs one text per call, and the NumPy reference.
 "$PY" bench/bench_embed.py "" "$threads"
+# The native host (issue 13): GENERATE through tabagent-host vs the library direct.
+cargo build --release -q -p tabagent-host
+"$PY" bench/bench_host.py "$model" "$threads"
