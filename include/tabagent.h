@@ -668,7 +668,7 @@ typedef struct {
  * Receives each message the host sends: `len` bytes of UTF-8 JSON (not
  * NUL-terminated, under 1 MiB), borrowed for the call. Called from the thread of
  * `ta_host_post` (quick actions) and from the host's worker threads, never two at
- * once; it must not call `ta_host_free`.
+ * once; it must not call `ta_host_post` or `ta_host_free` (post from another thread).
  */
 typedef void (*ta_host_callback)(void *user_data, const char *json, size_t len);
 

@@ -7,7 +7,7 @@ use crate::host::{Host, HostConfig};
 /// Receives each message the host sends: `len` bytes of UTF-8 JSON (not
 /// NUL-terminated, under 1 MiB), borrowed for the call. Called from the thread of
 /// `ta_host_post` (quick actions) and from the host's worker threads, never two at
-/// once; it must not call `ta_host_free`.
+/// once; it must not call `ta_host_post` or `ta_host_free` (post from another thread).
 pub type ta_host_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, json: *const c_char, len: usize)>;
 
