@@ -178,8 +178,15 @@ fn list_models(h: &Inner) -> Out {
             .list_repos()?
             .into_iter()
             .map(|r| {
+                // The variants of its main branch, from the cache alone.
+                let variants = c
+                    .manifest(&r.repo_id, "main")
+                    .ok()
+                    .and_then(|m| serde_json::from_str::<Value>(&m.to_json()).ok())
+                    .and_then(|m| m.get("variants").cloned())
+                    .unwrap_or(Value::Null);
                 json!({"repo": r.repo_id, "size_on_disk": r.size_on_disk, "n_files": r.n_files,
-                       "revisions": r.revisions, "refs": r.refs})
+                       "revisions": r.revisions, "refs": r.refs, "variants": variants})
             })
             .collect::<Vec<_>>(),
         Err(_) => Vec::new(),

@@ -288,6 +288,7 @@ def test_pull_with_progress_then_load_and_delete(tmp_path):
         assert g["type"] == "result"
         lst = c.ask({"id": "ls", "action": "LIST_MODELS"})["result"]
         assert [r["repo"] for r in lst["cached"]] == ["org/smol-GGUF"]
+        assert [(v["quant"], v["status"]) for v in lst["cached"][0]["variants"]] == [("Q4_1", "downloaded")]
         assert c.ask({"id": "d", "action": "DELETE_MODEL", "repo": "org/smol-GGUF"})["type"] == "result"
         assert c.ask({"id": "ls2", "action": "LIST_MODELS"})["result"]["cached"] == []
         c.close()
