@@ -62,6 +62,11 @@ impl AbortHandle {
         }
     }
 
+    /// Whether a cancel has taken: the running call's flag reads cancelled.
+    pub(crate) fn took(&self) -> bool {
+        self.flag.load(Ordering::Acquire) == CANCELLED
+    }
+
     /// Cancel the call in progress, if any (a no-op when idle, so a stale cancel never
     /// kills the next call). The call ends at the next step.
     pub fn cancel(&self) {

@@ -8,7 +8,7 @@ use crate::engine::{
 };
 use crate::error::ErrorKind;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,12 +28,25 @@ pub(super) const NAMES: &[&str] = &[
     "CANCEL",
 ];
 
-const LONG: &[&str] = &["SCAN_REPO", "PULL_MODEL", "LOAD_MODEL", "GENERATE", "EMBED"];
+/// Actions run on a thread of their own: everything that may take more than a
+/// moment (disk, network, inference), so the reader stays free for CANCEL.
+const LONG: &[&str] = &[
+    "HARDWARE",
+    "LIST_MODELS",
+    "DELETE_MODEL",
+    "SCAN_REPO",
+    "PULL_MODEL",
+    "LOAD_MODEL",
+    "GENERATE",
+    "EMBED",
+];
 
 /// Progress messages of one download are at most this frequent.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// Texts one EMBED request may carry.
 const MAX_EMBED_TEXTS: usize = 1024;
+/// Texts embedded between two checks for CANCEL.
+const EMBED_GROUP: usize = 64;
 
 pub(super) fn is_known(a: &str) -> bool {
     NAMES.contains(&a)
@@ -87,7 +100,8 @@ pub(super) fn long(h: &Inner, id: &Value, action: &str, req: &Value, run: &Runni
         "PULL_MODEL" => pull(h, id, req, run).map(|paths| json!({ "paths": paths })),
         "LOAD_MODEL" => load(h, id, req, run),
         "GENERATE" => generate(h, id, req, run),
-        "EMBED" => embed(h, req),
+        "EMBED" => embed(h, req, run),
+        "HARDWARE" | "LIST_MODELS" | "DELETE_MODEL" => quick(h, id, action, req),
         _ => Err(Reply::bad(format!("{action} is not a long action"))),
     }
 }
@@ -271,8 +285,14 @@ fn pull(
 /// A `path` the extension asks to load: it must exist and, resolved (symlinks
 /// included), lie inside the cache or a configured model folder.
 fn allowed_path(h: &Inner, p: &str) -> std::result::Result<PathBuf, Reply> {
-    let real = std::fs::canonicalize(p)
-        .map_err(|e| Reply::from(crate::Error::io("open", Path::new(p), e)))?;
+    // A path that does not resolve gets the same answer as one outside: the
+    // extension learns nothing about files it may not read.
+    let outside = || {
+        Reply::forbidden(format!(
+            "{p} is not a file inside the model cache or the folders this host was configured to read"
+        ))
+    };
+    let real = std::fs::canonicalize(p).map_err(|_| outside())?;
     let mut roots: Vec<PathBuf> = h.cfg.model_dirs.clone();
     if let Ok(c) = h.cache() {
         roots.push(c.root().to_path_buf());
@@ -282,12 +302,10 @@ fn allowed_path(h: &Inner, p: &str) -> std::result::Result<PathBuf, Reply> {
             .map(|r| real.starts_with(r))
             .unwrap_or(false)
     });
-    if inside {
+    if inside && real.is_file() {
         Ok(real)
     } else {
-        Err(Reply::forbidden(format!(
-            "{p} is outside the model cache and the folders this host was configured to read"
-        )))
+        Err(outside())
     }
 }
 
@@ -343,6 +361,7 @@ fn load(h: &Inner, id: &Value, req: &Value, run: &Running) -> Out {
     if key.is_empty() || key.len() > 256 {
         return Err(Reply::bad("\"key\" must be 1 to 256 characters"));
     }
+    let _one_load_at_a_time = h.loading.lock();
     if let Some(l) = h.models.lock().get(&key) {
         return Ok(json!({"model": key, "already_loaded": true, "info": loaded_json(l)}));
     }
@@ -361,7 +380,7 @@ fn load(h: &Inner, id: &Value, req: &Value, run: &Running) -> Out {
         &ModelParams::default(),
         Some(&mut cb),
     )?);
-    let n_ctx = opt_num(req, "n_ctx", 0.0, (1u64 << 20) as f64)?.map_or(h.cfg.n_ctx, |n| n as u32);
+    let n_ctx = opt_num(req, "n_ctx", 16.0, h.cfg.n_ctx as f64)?.map_or(h.cfg.n_ctx, |n| n as u32);
     let n_seq_max = h.cfg.n_seq_max;
     let ctx = Context::new(
         model.clone(),
@@ -551,7 +570,7 @@ fn generate(h: &Inner, id: &Value, req: &Value, run: &Running) -> Out {
     }
 }
 
-fn embed(h: &Inner, req: &Value) -> Out {
+fn embed(h: &Inner, req: &Value, run: &Running) -> Out {
     let l = loaded(h, req)?;
     let texts: Vec<&str> = req
         .get("texts")
@@ -589,7 +608,16 @@ fn embed(h: &Inner, req: &Value) -> Out {
             }
         }
     };
-    let e = ctx.lock().embed(&texts, &p)?;
-    let vectors: Vec<Value> = (0..e.len()).map(|i| json!(e.get(i))).collect();
-    Ok(json!({"dim": e.dim, "vectors": vectors, "n_tokens": e.n_tokens}))
+    // In groups, so CANCEL and shutdown stop a long request between them.
+    let (mut vectors, mut n_tokens, mut dim) = (Vec::with_capacity(texts.len()), Vec::new(), 0);
+    for group in texts.chunks(EMBED_GROUP) {
+        if run.is_cancelled() || h.shutdown.load(Ordering::Acquire) {
+            return Err(Reply::from(crate::Error::cancelled("EMBED was cancelled")));
+        }
+        let e = ctx.lock().embed(group, &p)?;
+        dim = e.dim;
+        vectors.extend((0..e.len()).map(|i| json!(e.get(i))));
+        n_tokens.extend(e.n_tokens);
+    }
+    Ok(json!({"dim": dim, "vectors": vectors, "n_tokens": n_tokens}))
 }

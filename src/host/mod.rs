@@ -26,9 +26,11 @@ use std::sync::Arc;
 
 /// Browsers refuse a message from a native host of 1 MiB or more.
 pub const MAX_MESSAGE: usize = 1 << 20;
-/// Raw bytes of the serialised message per `chunk` (escaped, at most 6x: under
-/// `MAX_MESSAGE`).
+/// Raw bytes of the serialised message per `chunk` (escaped again as a JSON string,
+/// at most 6x, plus the id: under `MAX_MESSAGE`).
 const CHUNK_RAW: usize = 128 << 10;
+/// Longest string `id` accepted: every message repeats it.
+const MAX_ID: usize = 256;
 
 /// How the host is set up. `HostConfig::default()` serves the default cache, no
 /// extra model folders, and conservative bounds.
@@ -149,6 +151,9 @@ struct Inner {
     sink: Mutex<Sink>,
     cache: std::result::Result<Arc<Cache>, Error>,
     models: Mutex<BTreeMap<String, Arc<Loaded>>>,
+    /// Held through a whole LOAD_MODEL: loads one at a time, so the model limit
+    /// and the key check cannot be raced past.
+    loading: Mutex<()>,
     running: Mutex<HashMap<String, Arc<Running>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     shutdown: AtomicBool,
@@ -173,11 +178,35 @@ struct Running {
 }
 
 impl Running {
-    fn cancel(&self) {
+    fn cancel(self: &Arc<Self>) {
         self.cancelled.store(true, Ordering::Release);
-        if let Some(a) = self.abort.lock().as_ref() {
-            a.cancel();
+        let Some(a) = self.abort.lock().clone() else {
+            return; // not started: the request checks the flag before it runs
+        };
+        a.cancel();
+        if a.took() {
+            return;
         }
+        // The sequence is between the flag check and its decode (templating,
+        // tokenizing): an abort only takes while it runs, so keep trying briefly.
+        let me = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("tabagent-host-cancel".into())
+            .spawn(move || {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                while std::time::Instant::now() < until {
+                    match me.abort.lock().clone() {
+                        Some(a) => {
+                            a.cancel();
+                            if a.took() {
+                                return;
+                            }
+                        }
+                        None => return, // the request ended
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            });
     }
 
     fn is_cancelled(&self) -> bool {
@@ -194,6 +223,7 @@ impl Host {
                 sink: Mutex::new(sink),
                 cache,
                 models: Mutex::new(BTreeMap::new()),
+                loading: Mutex::new(()),
                 running: Mutex::new(HashMap::new()),
                 threads: Mutex::new(Vec::new()),
                 shutdown: AtomicBool::new(false),
@@ -230,7 +260,16 @@ impl Host {
             }
         };
         let id = match req.get("id") {
-            Some(v @ (Value::String(_) | Value::Number(_))) => v.clone(),
+            Some(Value::String(s)) if s.len() <= MAX_ID => Value::String(s.clone()),
+            Some(v @ Value::Number(_)) => v.clone(),
+            Some(Value::String(_)) => {
+                inner.error(
+                    &Value::Null,
+                    "INVALID_REQUEST",
+                    &format!("\"id\" is longer than {MAX_ID} bytes"),
+                );
+                return;
+            }
             _ => {
                 inner.error(
                     &Value::Null,
@@ -265,31 +304,34 @@ impl Host {
         }
         let key = id.to_string();
         let run = Arc::new(Running::default());
-        {
+        let refused = {
             let mut running = inner.running.lock();
             if running.contains_key(&key) {
-                inner.error(
-                    &id,
+                Some((
                     "INVALID_REQUEST",
-                    &format!("a request with id {key} is already running"),
-                );
-                return;
-            }
-            if running.len() >= inner.cfg.max_running {
-                inner.error(
-                    &id,
+                    format!("a request with id {key} is already running"),
+                ))
+            } else if running.len() >= inner.cfg.max_running {
+                Some((
                     ErrorKind::Busy.name(),
-                    &format!(
+                    format!(
                         "{} requests are running (the limit); wait for one or cancel one",
                         running.len()
                     ),
-                );
-                return;
+                ))
+            } else {
+                running.insert(key.clone(), run.clone());
+                None
             }
-            running.insert(key.clone(), run.clone());
+        };
+        // Sent after the lock is released: the sink may take its time.
+        if let Some((code, msg)) = refused {
+            inner.error(&id, code, &msg);
+            return;
         }
         let worker = inner.clone();
         let mine = run.clone();
+        let id_for_failure = id.clone();
         let spawned = std::thread::Builder::new()
             .name("tabagent-host-req".into())
             .spawn(move || {
@@ -308,7 +350,7 @@ impl Host {
             Err(e) => {
                 inner.running.lock().retain(|_, r| !Arc::ptr_eq(r, &run));
                 inner.error(
-                    &Value::Null,
+                    &id_for_failure,
                     "BACKEND",
                     &format!("cannot start a thread: {e}"),
                 );

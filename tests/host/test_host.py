@@ -200,6 +200,8 @@ BAD = [
     (b'{"id": 16, "action": "DELETE_MODEL", "repo": "../../etc"}', 16),
     (b'{"id": 17, "action": "LOAD_MODEL", "path": "/nonexistent/x.gguf"}', 17),
     (b'{"id": 18, "action": "EMBED", "model": "m", "texts": "x"}', 18),
+    (json.dumps({"id": "x" * 300, "action": "PING"}).encode(), None),
+    (b'{"id": 19, "action": "LOAD_MODEL", "path": "x.gguf", "n_ctx": 100000000}', 19),
 ]
 
 
@@ -222,9 +224,13 @@ def test_bad_requests_get_errors_and_the_host_keeps_serving(host, tmp_path):
     os.symlink("/etc/passwd", link)
     r = host.ask({"id": "s", "action": "LOAD_MODEL", "path": str(link)})
     assert r["type"] == "error" and r["code"] == "FORBIDDEN"
-    # A file in an allowed folder that is no model.
+    # A folder, and a missing file: the same answer as outside (nothing learnt).
     r = host.ask({"id": "t", "action": "LOAD_MODEL", "path": os.path.join(os.path.dirname(MODEL), "..")})
-    assert r["type"] == "error"
+    assert r["type"] == "error" and r["code"] == "FORBIDDEN"
+    r = host.ask({"id": "t2", "action": "LOAD_MODEL", "path": os.path.join(os.path.dirname(MODEL), "nope.gguf")})
+    assert r["type"] == "error" and r["code"] == "FORBIDDEN"
+    r = host.ask({"id": "t3", "action": "LOAD_MODEL", "path": MODEL, "n_ctx": 10 ** 6})
+    assert r["type"] == "error" and r["code"] == "INVALID_REQUEST"
     # A duplicate id while the first runs.
     load(host)
     host.send({"id": "dup", "action": "GENERATE", "model": "m", "prompt": "x", "params": {"max_tokens": 64}})
@@ -303,6 +309,12 @@ def test_embed_and_a_result_over_1_mib_is_split(tmp_path):
     assert r["dim"] == 384 and len(r["vectors"]) == 3
     dot = lambda a, b: sum(x * y for x, y in zip(a, b))
     assert dot(r["vectors"][0], r["vectors"][1]) > dot(r["vectors"][0], r["vectors"][2])
+    # CANCEL stops a long EMBED between its groups.
+    c.send({"id": "long", "action": "EMBED", "model": "e", "texts": ["a long sentence " * 20] * 1024})
+    time.sleep(0.2)
+    assert c.ask({"id": "cx", "action": "CANCEL", "target": "long"})["result"] == {"cancelled": True}
+    r = c.final("long")[-1]
+    assert r["type"] == "error" and r["code"] == "CANCELLED", r
     texts = [f"sentence number {i}" for i in range(1000)]
     c.send({"id": 3, "action": "EMBED", "model": "e", "texts": texts})
     msgs = c.final(3, 120)
