@@ -164,15 +164,46 @@ fn loaded(h: &Inner, req: &Value) -> std::result::Result<Arc<Loaded>, Reply> {
 fn hardware(h: &Inner, req: &Value) -> Out {
     let hw = crate::hardware::detect(&crate::engine::system_info());
     let mut out = json!({ "hardware": hw.to_json() });
-    if let Some(key) = opt_str(req, "model")? {
-        let l = h
-            .models
-            .lock()
-            .get(key)
-            .cloned()
-            .ok_or_else(|| not_loaded(key))?;
+    // A fit estimate for a loaded model, a cached repo + variant, or an allowed path
+    // (read from the file's header, without loading it).
+    let gguf = match (
+        opt_str(req, "model")?,
+        opt_str(req, "repo")?,
+        opt_str(req, "path")?,
+    ) {
+        (Some(key), None, None) => {
+            let l = h
+                .models
+                .lock()
+                .get(key)
+                .cloned()
+                .ok_or_else(|| not_loaded(key))?;
+            Some(l.model.gguf().clone())
+        }
+        (None, Some(repo), None) => {
+            let variant = str_field(req, "variant")?;
+            let rev = opt_str(req, "revision")?.unwrap_or("main");
+            let cache = h.cache()?;
+            let v = cache.manifest(repo, rev)?.variant(variant)?.clone();
+            let first = v
+                .files
+                .first()
+                .ok_or_else(|| Reply::bad("the variant has no files"))?;
+            Some(crate::gguf::open_model(
+                &cache.snapshot_path(repo, rev, first)?,
+            )?)
+        }
+        (None, None, Some(p)) => Some(crate::gguf::open_model(&allowed_path(h, p)?)?),
+        (None, None, None) => None,
+        _ => {
+            return Err(Reply::bad(
+                "HARDWARE takes one of \"model\", \"repo\" + \"variant\" or \"path\"",
+            ))
+        }
+    };
+    if let Some(g) = gguf {
         let n_ctx = opt_num(req, "n_ctx", 0.0, (1u64 << 24) as f64)?.unwrap_or(4096.0) as u64;
-        let shape = crate::hardware::fit::ModelShape::from_gguf(l.model.gguf())?;
+        let shape = crate::hardware::fit::ModelShape::from_gguf(&g)?;
         let fit = crate::hardware::fit::estimate(
             &shape,
             &crate::hardware::fit::FitParams {

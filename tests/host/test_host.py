@@ -118,6 +118,10 @@ def test_ping_hardware_and_state(host):
     assert [m["model"] for m in st["loaded"]] == ["m"] and st["loaded"][0]["architecture"] == "llama"
     fit = host.ask({"id": 3, "action": "HARDWARE", "model": "m", "n_ctx": 2048})["result"]["fit"]
     assert fit["weights_bytes"] > 0
+    by_path = host.ask({"id": "3p", "action": "HARDWARE", "path": MODEL, "n_ctx": 2048})["result"]["fit"]
+    assert by_path["weights_bytes"] == fit["weights_bytes"] and by_path["kv_bytes"] == fit["kv_bytes"]
+    r = host.ask({"id": "3x", "action": "HARDWARE", "path": "/etc/passwd"})
+    assert r["type"] == "error" and r["code"] == "FORBIDDEN"
     lst = host.ask({"id": 4, "action": "LIST_MODELS"})["result"]
     assert lst["cached"] == [] and lst["loaded"][0]["model"] == "m"
     assert host.ask({"id": 5, "action": "UNLOAD_MODEL", "model": "m"})["type"] == "result"
