@@ -116,12 +116,20 @@ pub(crate) fn context_pooling(core: &Core) -> Pooling {
     Pooling::from_code(code).unwrap_or(Pooling::Mean)
 }
 
+/// Why `embed` refuses a context made for generation.
+pub(crate) const NOT_FOR_EMBEDDINGS: &str =
+    "this context was not created for embeddings: set ContextParams.embeddings (ta_context_params.embeddings)";
+
 /// Length of each vector `embed` returns on this context.
 pub(crate) fn dim(core: &Core) -> usize {
+    dim_for(core, context_pooling(core))
+}
+
+fn dim_for(core: &Core, pooling: Pooling) -> usize {
     let m = core.sh.model.raw();
     // SAFETY: plain getters on a loaded model.
     let n = unsafe {
-        if context_pooling(core) == Pooling::Rank {
+        if pooling == Pooling::Rank {
             sys::llama_model_n_cls_out(m) as i64
         } else {
             sys::llama_model_n_embd_out(m) as i64
@@ -134,9 +142,7 @@ pub(crate) fn embed(core: &Core, texts: &[&str], p: &EmbedParams) -> Result<Embe
     let sh = &core.sh;
     let model = &sh.model;
     if !sh.embeddings {
-        return Err(Error::invalid_arg(
-            "this context was not created for embeddings: set ContextParams.embeddings (ta_context_params.embeddings)",
-        ));
+        return Err(Error::invalid_arg(NOT_FOR_EMBEDDINGS));
     }
     let pooling = context_pooling(core);
     if pooling == Pooling::None {
@@ -145,7 +151,7 @@ pub(crate) fn embed(core: &Core, texts: &[&str], p: &EmbedParams) -> Result<Embe
             "pooling \"none\" gives one vector per token, not per text: create the context with another pooling",
         ));
     }
-    let dim = dim(core);
+    let dim = dim_for(core, pooling);
     if dim == 0 {
         return Err(Error::new(
             ErrorKind::Unsupported,

@@ -360,7 +360,6 @@ fn tojson(
     indent: Option<Value>,
     kwargs: Kwargs,
 ) -> Result<Value, JError> {
-    let (separators, sort_keys) = (None, None);
     let pick = |pos: Option<Value>, name: &str| -> Result<Option<Value>, JError> {
         Ok(match kwargs.get::<Option<Value>>(name)? {
             Some(v) => Some(v),
@@ -385,7 +384,7 @@ fn tojson(
             }
         },
     };
-    let (item_sep, key_sep) = match pick(separators, "separators")? {
+    let (item_sep, key_sep) = match pick(None, "separators")? {
         Some(v) if !v.is_none() && !v.is_undefined() => {
             let a = v.get_item_by_index(0).ok().filter(|x| !x.is_undefined());
             let b = v.get_item_by_index(1).ok().filter(|x| !x.is_undefined());
@@ -405,7 +404,7 @@ fn tojson(
         _ if indent.is_some() => (",".to_owned(), ": ".to_owned()),
         _ => (", ".to_owned(), ": ".to_owned()),
     };
-    let sort_keys = pick(sort_keys, "sort_keys")?.is_some_and(|v| v.is_true());
+    let sort_keys = pick(None, "sort_keys")?.is_some_and(|v| v.is_true());
     kwargs.assert_all_used()?;
     let style = JsonStyle {
         ensure_ascii,

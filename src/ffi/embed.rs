@@ -2,7 +2,7 @@
 
 use super::context::{ta_context, try_lock};
 use super::*;
-use crate::engine::embed::EmbedParams;
+use crate::engine::embed::{EmbedParams, NOT_FOR_EMBEDDINGS};
 
 /// Pooling types for `ta_context_params.pooling` (llama.cpp's values).
 pub const TA_POOLING_MODEL: i32 = -1;
@@ -58,9 +58,7 @@ pub unsafe extern "C" fn ta_context_embed_dim(
         let o = out(out_dim, "out_dim")?;
         let dim = try_lock(&c.inner, "the context is busy with another call")?.embed_dim();
         if dim == 0 {
-            return Err(Error::invalid_arg(
-                "this context was not created for embeddings (ta_context_params.embeddings)",
-            ));
+            return Err(Error::invalid_arg(NOT_FOR_EMBEDDINGS));
         }
         *o = dim;
         Ok(())
@@ -82,11 +80,7 @@ pub unsafe extern "C" fn ta_context_pooling(
         let o = out(out_pooling, "out_pooling")?;
         let p = try_lock(&c.inner, "the context is busy with another call")?
             .pooling()
-            .ok_or_else(|| {
-                Error::invalid_arg(
-                    "this context was not created for embeddings (ta_context_params.embeddings)",
-                )
-            })?;
+            .ok_or_else(|| Error::invalid_arg(NOT_FOR_EMBEDDINGS))?;
         *o = p.code();
         Ok(())
     })
@@ -128,9 +122,7 @@ pub unsafe extern "C" fn ta_context_embed(
         let guard = try_lock(&c.inner, "the context is busy with another call")?;
         let dim = guard.embed_dim();
         if dim == 0 {
-            return Err(Error::invalid_arg(
-                "this context was not created for embeddings (ta_context_params.embeddings)",
-            ));
+            return Err(Error::invalid_arg(NOT_FOR_EMBEDDINGS));
         }
         let need = n_texts
             .checked_mul(dim)

@@ -432,14 +432,9 @@ fn load(h: &Inner, id: &Value, req: &Value, run: &Running) -> Out {
         embed: parking_lot::Mutex::new(None),
     });
     let info = loaded_json(&l);
-    let mut models = h.models.lock();
-    if models.len() >= h.cfg.max_models {
-        return Err(Reply {
-            code: ErrorKind::Busy.name().into(),
-            message: format!("{} models are loaded (the limit)", h.cfg.max_models),
-        });
-    }
-    models.entry(key.clone()).or_insert(l);
+    // The key and the limit were checked under `loading`, which is still held: no
+    // other load can have added a model since.
+    h.models.lock().insert(key.clone(), l);
     Ok(json!({"model": key, "info": info}))
 }
 
