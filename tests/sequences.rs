@@ -174,6 +174,13 @@ fn cancel_one_sequence_mid_prompt_and_one_mid_generation_while_another_finishes(
         let r = gen(&mut a, &long, &greedy(16)).1;
         (r, a.cached_tokens().len())
     });
+    // A must be queued before B starts, or B could finish its tokens before A's
+    // prompt is read at all (a starved thread on a loaded machine).
+    let t0 = std::time::Instant::now();
+    while !abort_a.is_running() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "A never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let mut b = c.new_sequence().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let tb = std::thread::spawn(move || {

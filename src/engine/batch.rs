@@ -67,6 +67,12 @@ impl AbortHandle {
         self.flag.load(Ordering::Acquire) == CANCELLED
     }
 
+    /// Whether a call is in progress on the sequence (its job is queued or running;
+    /// it reads true from just before the job is handed to the scheduler).
+    pub fn is_running(&self) -> bool {
+        self.flag.load(Ordering::Acquire) != IDLE
+    }
+
     /// Cancel the call in progress, if any (a no-op when idle, so a stale cancel never
     /// kills the next call). The call ends at the next step.
     pub fn cancel(&self) {
