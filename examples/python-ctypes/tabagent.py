@@ -395,7 +395,7 @@ def set_log_callback(fn: Optional[Callable[[int, str], None]], min_level: int = 
     _log_keepalive = cb
 
 
-_ABI = 4
+_ABI = 5
 if _abi_version() != _ABI:
     raise ImportError(f"libtabagent ABI {_abi_version()} does not match this wrapper ({_ABI})")
 
@@ -1030,7 +1030,8 @@ class _GpuInfo(Structure):
 
 class _BuildInfo(Structure):
     _fields_ = [("features", c_char_p), ("best_variant", c_char_p), ("warning", c_char_p),
-                ("gpu_backends", c_char_p), ("gpu_offload", c_bool)]
+                ("gpu_backends", c_char_p), ("gpu_offload", c_bool),
+                ("cpu_variant", c_char_p), ("cpu_variant_reason", c_char_p)]
 
 
 class _Fit(Structure):
@@ -1110,6 +1111,8 @@ class BuildInfo:
     warning: Optional[str]
     gpu_backends: tuple
     gpu_offload: bool
+    cpu_variant: str
+    cpu_variant_reason: str
 
 
 @dataclass(frozen=True)
