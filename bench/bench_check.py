@@ -5,7 +5,6 @@ decodes one token) and of an in-process load + context + one token.
     .venv/bin/python bench/bench_check.py MODEL.gguf
 """
 import sys, time, statistics
-sys.path.insert(0, "examples/python-ctypes")
 import tabagent
 M = sys.argv[1]
 chk, load = [], []

@@ -13,7 +13,6 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "examples", "python-ctypes"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "hub"))
 import tabagent  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402

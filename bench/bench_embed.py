@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples" / "python-ctypes"))
 sys.path.insert(0, str(ROOT / "tests" / "embed"))
 import tabagent  # noqa: E402
 

@@ -18,7 +18,6 @@ import tempfile
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, os.path.join(ROOT, "examples", "python-ctypes"))
 import tabagent  # noqa: E402
 
 MODEL = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else os.environ.get(

@@ -1,20 +1,17 @@
-"""Per-token cost of streaming text into a Python callback through the ctypes
-wrapper: the library's text path plus the ctypes crossing and the wrapper's
+"""Per-token cost of streaming text into a Python callback through the tabagent
+package: the library's text path plus the ctypes crossing and the wrapper's
 trampoline (decode to str, call the user's function), measured with
 ta_debug_stream so no model time is mixed in."""
 import ctypes
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "python-ctypes"))
-import tabagent  # noqa: E402
+from tabagent import _ffi
 
-lib = tabagent._lib
+lib = _ffi.lib
 f = lib.ta_debug_stream
 f.restype = ctypes.c_int32
 f.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
-              tabagent._TEXT_CB, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]
+              _ffi.TEXT_CB, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)]
 
 parts = []
 
@@ -28,7 +25,7 @@ def trampoline(_ud, text, n):  # the same work Context._run's trampoline does
     return on_text(s) is not False
 
 
-cb = tabagent._TEXT_CB(trampoline)
+cb = _ffi.TEXT_CB(trampoline)
 n = 200_000
 text = b"abc " * n
 calls = ctypes.c_size_t()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Stream a chat reply through the ctypes wrapper.
+"""Stream a chat reply through the tabagent package.
 
     python3 demo.py [MODEL.gguf] ["question"]
 
@@ -8,8 +8,7 @@ The model defaults to $TABAGENT_TEST_MODEL or where scripts/fetch-model.sh puts 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tabagent  # noqa: E402
+import tabagent
 
 DEFAULT = os.environ.get(
     "TABAGENT_TEST_MODEL",

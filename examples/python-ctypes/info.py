@@ -1,10 +1,8 @@
 #!/usr/bin/env python3
 """Print what this machine can run (the Python twin of examples/c/info.c)."""
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tabagent  # noqa: E402
+import tabagent
 
 hw = tabagent.Hardware.detect()
 c, m = hw.cpu, hw.memory

@@ -11,8 +11,7 @@ import struct
 import sys
 import threading
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tabagent  # noqa: E402
+import tabagent
 
 out = sys.stdout.buffer
 lock = threading.Lock()

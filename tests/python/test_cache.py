@@ -11,7 +11,6 @@ import time
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "python-ctypes"))
 sys.path.insert(0, os.path.join(HERE, "..", "hub"))
 import tabagent  # noqa: E402
 from fake_hub import FakeHub, commit_for  # noqa: E402
@@ -508,7 +507,7 @@ def test_killed_process_resumes(hub, cache_dir):
     name = "tiny-Q8_0.gguf"
     hub.add_fault(name, "slow:100000")
     code = f"""
-import sys; sys.path.insert(0, {os.path.join(HERE, '..', '..', 'examples', 'python-ctypes')!r})
+import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(tabagent.__file__))!r})
 import tabagent
 tabagent.Cache({str(cache_dir)!r}, endpoint={hub.url!r}).download({REPO!r}, {name!r})
 """
@@ -535,7 +534,7 @@ def test_two_processes_download_the_same_file(hub, cache_dir):
     name = "tiny-Q8_0.gguf"
     hub.add_fault(name, "slow:400000")
     code = f"""
-import sys; sys.path.insert(0, {os.path.join(HERE, '..', '..', 'examples', 'python-ctypes')!r})
+import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(tabagent.__file__))!r})
 import tabagent
 print(tabagent.Cache({str(cache_dir)!r}, endpoint={hub.url!r}).download({REPO!r}, {name!r}))
 """

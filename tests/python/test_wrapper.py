@@ -1,4 +1,4 @@
-"""pytest suite driving libtabagent through the ctypes wrapper."""
+"""pytest suite driving libtabagent through the tabagent package (bindings/python)."""
 
 import os
 import sys
@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "examples", "python-ctypes"))
-import tabagent  # noqa: E402
+import tabagent
 
 MODEL = os.environ.get(
     "TABAGENT_TEST_MODEL", os.path.expanduser("~/.cache/tabagent/models/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -387,7 +385,7 @@ def test_state_round_trip_in_a_fresh_process(model, tmp_path):
         "r = c.generate(sys.argv[3], max_tokens=8, temperature=0)\n"
         "print(r.n_reused_tokens); print(repr(r.text))\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(tabagent.__file__))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(tabagent.__file__)))
     out = subprocess.run([sys.executable, "-c", code, MODEL, path, prompt + "Sure."], capture_output=True,
                          text=True, env=env, check=True).stdout.splitlines()
     assert int(out[0]) == n
