@@ -16,4 +16,4 @@ npm install --no-audit --no-fund --no-save --loglevel=error "$tgz" >/dev/null
 cp "$here"/test/*.mjs "$here"/test/*.c "$dir/test/"
 export TABAGENT_REPO_ROOT="$root" TABAGENT_EXPECT_INSTALLED="$dir/node_modules/tabagent"
 unset TABAGENT_LIB TABAGENT_NODE_LIB
-node --test --test-concurrency=1 "$@" test/
+node --test --test-concurrency=1 "$@" test/*.test.mjs

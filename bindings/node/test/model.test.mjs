@@ -223,6 +223,7 @@ test('errors: bad path, bad file, invalid arguments, busy, closed handles', { sk
   const seq = c2.sequence();
   try {
     const g1 = seq.generate('Once upon a time', { temperature: 0, maxTokens: 24 });
+    await g1.next(); // g1 is running
     const g2 = seq.generate('Another prompt', { temperature: 0, maxTokens: 4 });
     await assert.rejects(g2.result, (e) => {
       assert.ok(e instanceof BusyError);
@@ -238,6 +239,7 @@ test('errors: bad path, bad file, invalid arguments, busy, closed handles', { sk
   }
   // The context's own calls too.
   const a = ctx.generate(PROMPT, { temperature: 0, maxTokens: 16 });
+  await a.next();
   const b = ctx.generate(PROMPT, { temperature: 0, maxTokens: 16 });
   await assert.rejects(b.result, BusyError);
   await a.result;
