@@ -365,6 +365,7 @@ function abortError(signal, what) {
  */
 export class Generation {
   #queue = [];
+  #head = 0;
   #waiter = null;
   #ended = false;
   #error = null;
@@ -466,7 +467,17 @@ export class Generation {
 
   /** @returns {Promise<IteratorResult<string>>} */
   next() {
-    if (this.#queue.length) return Promise.resolve({ value: this.#queue.shift(), done: false });
+    if (this.#head < this.#queue.length) {
+      const value = this.#queue[this.#head++];
+      if (this.#head === this.#queue.length) {
+        this.#queue.length = 0;
+        this.#head = 0;
+      } else if (this.#head >= 4096 && this.#head * 2 >= this.#queue.length) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
+      return Promise.resolve({ value, done: false });
+    }
     if (this.#ended) {
       if (this.#error) {
         const e = this.#error;
@@ -485,6 +496,7 @@ export class Generation {
     this.cancel();
     await this.#settled;
     this.#queue.length = 0;
+    this.#head = 0;
     this.#error = null;
     return { value: undefined, done: true };
   }
@@ -1197,4 +1209,20 @@ export async function fit(model, nCtx = 4096) {
   } finally {
     ta.hardware_free(hw[0]);
   }
+}
+
+// ------------------------------------------------------------------ benchmarks
+
+/**
+ * Internal (benchmarks): run the library's streaming text path without a model
+ * (ta_debug_stream) over `text` cut into `pieceLen`-byte pieces, through the same
+ * queue and notifier a generation uses. A Generation whose result has `calls`.
+ */
+export function _debugStream(text, pieceLen = 4) {
+  const bytes = Buffer.byteLength(text);
+  const calls = [0];
+  return new Generation('ta_debug_stream', (s) =>
+    callAsync(tn.debug_stream, text, bytes, pieceLen, s, calls).then(({ status, message }) => ({
+      status, message, res: { stop_reason: 0, n_generated_tokens: Number(calls[0]) },
+    })), null, undefined);
 }
