@@ -10,7 +10,7 @@ CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefine
                -fno-omit-frame-pointer -Iinclude
 LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
 
-.PHONY: demo test setup build model embed-model examples test-rust test-c test-corpus test-python test-host test-host test-examples test-install test-tsan lint bench install clean
+.PHONY: demo test setup build build-native dist test-qemu model embed-model examples test-rust test-c test-corpus test-python test-host test-host test-examples test-install test-tsan lint bench install clean
 
 ## Set up, build, fetch the default model and stream a chat reply from it.
 demo: setup build model examples
@@ -18,14 +18,22 @@ demo: setup build model examples
 
 ## Every test: Rust unit/integration (incl. header freshness), C under ASan,
 ## Python through the ctypes wrapper, the examples, fmt and clippy.
-test: setup build model embed-model test-rust test-c test-corpus test-python test-host test-examples test-install test-tsan lint
+test: setup build model embed-model test-rust test-c test-corpus test-python test-host test-examples test-install test-qemu test-tsan lint
 	@echo "all tests passed"
 
 setup:
 	@./scripts/setup.sh
 
+## The portable build: llama.cpp's CPU backend for every instruction-set level,
+## the best one for this CPU chosen at run time (target/release holds them all).
 build:
 	cargo build --release --workspace
+
+## A build for this CPU only (llama.cpp linked in statically, -march=native), in
+## target/native; it may not run on an older CPU.
+build-native:
+	CARGO_TARGET_DIR=target/native RUSTFLAGS="-C target-cpu=native" \
+	    cargo build --release --workspace --no-default-features
 
 model:
 	@./scripts/fetch-model.sh >/dev/null
@@ -94,15 +102,28 @@ test-examples: examples
 	PY=$(PY) ./tests/pull_example.sh
 	@echo "examples ran"
 
+DIST := build/dist
+## The library as it ships: libtabagent, the llama.cpp and ggml libraries it loads,
+## every CPU variant and the model-check probe in one folder (each finds the others
+## beside itself), debug info stripped; and the header. Packages copy $(DIST)/lib.
+dist: build
+	rm -rf $(DIST) && mkdir -p $(DIST)/lib $(DIST)/include
+	cp -P target/release/libtabagent.so target/release/tabagent-probe $(DIST)/lib/
+	cp -P target/release/libllama.so* target/release/libggml*.so* $(DIST)/lib/
+	find $(DIST)/lib -type f -exec strip --strip-debug {} +
+	cp include/tabagent.h $(DIST)/include/
+
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-## Install the header, the shared and static libraries, the probe the model check
-## runs (beside the library, where ta_model_check looks), a pkg-config file and a
-## CMake package config under $(DESTDIR)$(PREFIX).
-install: build
+## Install the header, the shared and static libraries with the llama.cpp and ggml
+## libraries and CPU variants they load (all in lib/, where the library looks for
+## them), the probe the model check runs (beside the library, where
+## ta_model_check looks), a pkg-config file and a CMake package config under
+## $(DESTDIR)$(PREFIX).
+install: dist
 	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/cmake/tabagent
 	install -m 644 include/tabagent.h $(DESTDIR)$(PREFIX)/include/
-	install -m 755 target/release/libtabagent.so target/release/tabagent-probe $(DESTDIR)$(PREFIX)/lib/
+	cp -P $(DIST)/lib/* $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 target/release/libtabagent.a $(DESTDIR)$(PREFIX)/lib/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' packaging/tabagent.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/tabagent.pc
@@ -115,6 +136,11 @@ install: build
 ## CMake, shared and static; each binary must answer.
 test-install: build model
 	./tests/install.sh "$(TABAGENT_TEST_MODEL)"
+
+## The portable build under qemu-user as an x86-64 without AVX: it picks a variant
+## that CPU runs and streams the same greedy reply; forced and missing variants.
+test-qemu: examples model
+	./tests/qemu.sh "$(TABAGENT_TEST_MODEL)"
 
 lint:
 	cargo fmt --all --check

@@ -6,13 +6,14 @@ cd "$(dirname "$0")/.."
 model="${1:-${TABAGENT_TEST_MODEL:-$HOME/.cache/tabagent/models/SmolLM2-135M-Instruct.Q4_1.gguf}}"
 threads="${2:-${BENCH_THREADS:-$(nproc)}}"
 cargo build --release -q
-# llama.h and the ggml headers from the very llama.cpp build inside libtabagent.a.
+# llama.h and the ggml headers from the very llama.cpp build libtabagent loads. The
+# reference loops call llama.h in the same process, on the same libllama and the CPU
+# variant the library chose (the benchmarks call ta_model_load first).
 inc=$(dirname "$(ls -t target/release/build/llama-cpp-sys-2-*/out/include/llama.h | head -1)")
 mkdir -p build/bench
-cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -I"$inc" bench/bench.c -o build/bench/bench \
-    target/release/libtabagent.a -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl
-cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -I"$inc" bench/bench_parallel.c -o build/bench/bench_parallel \
-    target/release/libtabagent.a -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl
+link=(-Ltarget/release -Wl,-rpath,"$PWD/target/release" -ltabagent -lllama -lggml -lggml-base -lm)
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -I"$inc" bench/bench.c -o build/bench/bench "${link[@]}"
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude -I"$inc" bench/bench_parallel.c -o build/bench/bench_parallel "${link[@]}"
 echo "model=$(basename "$model")"
 build/bench/bench "$model" "$threads"
 # Sequences (issue 11): N conversations on one context vs a batched llama.h loop.

@@ -63,7 +63,7 @@
 /**
  * Bumped whenever a struct layout or a function signature changes.
  */
-#define TA_ABI_VERSION 4
+#define TA_ABI_VERSION 5
 
 /**
  * Log levels for `ta_set_log_callback`.
@@ -641,6 +641,17 @@ typedef struct {
    * Whether llama.cpp can offload layers to a GPU in this build and machine.
    */
   bool gpu_offload;
+  /**
+   * The CPU code running inference: the ggml CPU variant the portable build
+   * loaded for this CPU ("haswell", "skylakex", "x64", …), "built-in" for a
+   * native build, "" when no CPU backend could be loaded.
+   */
+  const char *cpu_variant;
+  /**
+   * Why that variant: its rank among the variants found and which ones this CPU
+   * cannot run, or why none was loaded.
+   */
+  const char *cpu_variant_reason;
 } ta_build_info;
 
 /**

@@ -17,11 +17,14 @@ if(NOT TARGET tabagent::tabagent)
 endif()
 if(NOT TARGET tabagent::tabagent_static)
   add_library(tabagent::tabagent_static STATIC IMPORTED)
-  # The same list as Libs.private in tabagent.pc: llama.cpp is C++.
+  # The same list as Libs.private in tabagent.pc: llama.cpp and ggml stay shared
+  # (the CPU variants load into them), and llama.cpp is C++.
+  set(_tabagent_lib "${_tabagent_prefix}/lib")
   set_target_properties(tabagent::tabagent_static PROPERTIES
-    IMPORTED_LOCATION "${_tabagent_prefix}/lib/libtabagent.a"
+    IMPORTED_LOCATION "${_tabagent_lib}/libtabagent.a"
     INTERFACE_INCLUDE_DIRECTORIES "${_tabagent_prefix}/include"
-    INTERFACE_LINK_LIBRARIES "stdc++;gcc_s;util;rt;pthread;m;dl")
+    INTERFACE_LINK_LIBRARIES "${_tabagent_lib}/libllama.so;${_tabagent_lib}/libggml.so;${_tabagent_lib}/libggml-base.so;stdc++;gcc_s;util;rt;pthread;m;dl")
+  unset(_tabagent_lib)
 endif()
 unset(_tabagent_prefix)
 unset(_tabagent_shared)

@@ -17,7 +17,7 @@ cc -std=c11 -Wall -Wextra -Werror examples/c/chat.c -o "$out/chat_pc" \
 # Static: the archive itself, then what Libs.private says it needs.
 cc -std=c11 -Wall -Wextra -Werror examples/c/chat.c -o "$out/chat_pc_static" \
     $(pkg-config --cflags tabagent) "$prefix/lib/libtabagent.a" \
-    $(pkg-config --static --libs tabagent | sed 's/ -ltabagent / /')
+    $(pkg-config --static --libs tabagent | sed 's/ -ltabagent / /') -Wl,-rpath,"$prefix/lib"
 if ldd "$out/chat_pc_static" | grep -q libtabagent; then
     echo "FAIL: the static build links libtabagent.so"; exit 1
 fi
@@ -26,4 +26,7 @@ cmake --build "$out/cmake" >/dev/null
 for bin in "$out/chat_pc" "$out/chat_pc_static" "$out/cmake/chat" "$out/cmake/chat_static"; do
     "$bin" "$model" "What is 2+2?" 4 2>/dev/null | grep -q . || { echo "FAIL: $bin gave no reply"; exit 1; }
 done
+# The installed library picks its CPU variant from the installed folder.
+"$out/chat_pc_static" "$model" "Hi" 1 >/dev/null 2>&1
+[ -f "$prefix/lib/libggml-cpu-x64.so" ] || { echo "FAIL: CPU variants not installed"; exit 1; }
 echo "install: pkg-config and CMake builds, shared and static, all answer"

@@ -55,6 +55,7 @@ int main(int argc, char **argv) {
     printf("Build    uses: %s\n", build.features);
     printf("         best variant for this CPU: %s; GPU backends: %s\n", build.best_variant,
            build.gpu_backends[0] ? build.gpu_backends : "none (CPU build)");
+    printf("         CPU code: %s (%s)\n", build.cpu_variant, build.cpu_variant_reason);
     if (build.warning) printf("WARNING  %s\n", build.warning);
     printf("Threads  recommended: %u\n", cpu.recommended_threads);
     if (argc > 1) {

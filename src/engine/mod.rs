@@ -1,6 +1,7 @@
 //! Safe layer over llama.cpp. All `unsafe` calls into `llama-cpp-sys-2` live in this
 //! module tree; everything it exposes is ordinary safe Rust.
 
+pub mod backends;
 pub mod batch;
 pub mod check;
 pub mod context;
@@ -32,6 +33,11 @@ static BACKEND: Lazy<()> = Lazy::new(|| {
     unsafe {
         sys::llama_log_set(Some(log_trampoline), std::ptr::null_mut());
         sys::ggml_set_abort_callback(Some(abort_trampoline));
+    }
+    // The portable build has no CPU backend until one of its variants is loaded.
+    backends::load();
+    // SAFETY: plain init call, once.
+    unsafe {
         sys::llama_backend_init();
     }
 });

@@ -616,6 +616,13 @@ fn load_inner(
     progress: Option<&mut dyn FnMut(f32) -> bool>,
 ) -> Result<Model> {
     super::init();
+    let b = super::backends::report();
+    if b.cpu_variant.is_empty() && !params.vocab_only {
+        return Err(Error::new(
+            ErrorKind::Backend,
+            format!("cannot run a model: {}", b.reason),
+        ));
+    }
     let cpath = path_cstring(path)?;
     // SAFETY: plain struct returned by value.
     let mut mp = unsafe { sys::llama_model_default_params() };

@@ -20,6 +20,8 @@ struct HwStrings {
     build_features: CString,
     best_variant: CString,
     build_warning: Option<CString>,
+    cpu_variant: CString,
+    cpu_variant_reason: CString,
     backends: CString,
     gpus: Vec<[Option<CString>; 5]>,
 }
@@ -94,6 +96,13 @@ pub struct ta_build_info {
     pub gpu_backends: *const c_char,
     /// Whether llama.cpp can offload layers to a GPU in this build and machine.
     pub gpu_offload: bool,
+    /// The CPU code running inference: the ggml CPU variant the portable build
+    /// loaded for this CPU ("haswell", "skylakex", "x64", …), "built-in" for a
+    /// native build, "" when no CPU backend could be loaded.
+    pub cpu_variant: *const c_char,
+    /// Why that variant: its rank among the variants found and which ones this CPU
+    /// cannot run, or why none was loaded.
+    pub cpu_variant_reason: *const c_char,
 }
 
 /// A memory estimate for a model and context size, and advice.
@@ -142,6 +151,8 @@ impl ta_hardware {
             build_features: cs(&info.build_features.join(" ")),
             best_variant: cs(&info.best_variant),
             build_warning: info.build_warning.as_deref().map(cs),
+            cpu_variant: cs(&crate::engine::backends::report().cpu_variant),
+            cpu_variant_reason: cs(&crate::engine::backends::report().reason),
             backends: cs(compiled_backends()),
             gpus: info
                 .gpus
@@ -161,12 +172,18 @@ impl ta_hardware {
     }
 
     fn json(&self) -> serde_json::Value {
+        let b = crate::engine::backends::report();
         let mut j = self.info.to_json();
         j["build"] = serde_json::json!({
             "gpu_backends": compiled_backends(),
             "gpu_offload": crate::engine::supports_gpu_offload(),
             "llama": crate::engine::llama_version(),
             "system_info": crate::engine::system_info(),
+            "cpu_variant": b.cpu_variant,
+            "cpu_variant_reason": b.reason,
+            "cpu_variants": b.candidates.iter().map(|(n, s)| serde_json::json!({"name": n, "score": s})).collect::<Vec<_>>(),
+            "backend_dir": b.dir.as_ref().map(|d| d.display().to_string()),
+            "other_backends": b.other_backends,
         });
         j
     }
@@ -343,6 +360,8 @@ pub unsafe extern "C" fn ta_hardware_build(
             warning: opt_ptr(&h.s.build_warning),
             gpu_backends: h.s.backends.as_ptr(),
             gpu_offload: crate::engine::supports_gpu_offload(),
+            cpu_variant: h.s.cpu_variant.as_ptr(),
+            cpu_variant_reason: h.s.cpu_variant_reason.as_ptr(),
         };
         Ok(())
     })

@@ -64,7 +64,7 @@ pub const TA_VERSION_MAJOR: u32 = 0;
 pub const TA_VERSION_MINOR: u32 = 1;
 pub const TA_VERSION_PATCH: u32 = 0;
 /// Bumped whenever a struct layout or a function signature changes.
-pub const TA_ABI_VERSION: u32 = 4;
+pub const TA_ABI_VERSION: u32 = 5;
 
 /// Log levels for `ta_set_log_callback`.
 pub const TA_LOG_DEBUG: i32 = 1;

@@ -805,7 +805,9 @@ static void test_hardware(const ta_model *m) {
     CHECK_ST(ta_hardware_memory(hw, &mem), TA_OK);
     CHECK(mem.total_bytes > 0 && mem.available_bytes <= mem.total_bytes, "mem");
     CHECK_ST(ta_hardware_build(hw, &build), TA_OK);
-    CHECK(build.warning == NULL, "warning on a native build: %s", build.warning);
+    CHECK(build.warning == NULL, "warning on a build that fits this CPU: %s", build.warning);
+    CHECK(build.cpu_variant && build.cpu_variant[0] && build.cpu_variant_reason && build.cpu_variant_reason[0],
+          "cpu variant '%s': %s", build.cpu_variant, build.cpu_variant_reason);
     CHECK(strcmp(build.gpu_backends, "") == 0 && !build.gpu_offload, "CPU build: '%s'", build.gpu_backends);
     size_t n_gpu = ta_hardware_gpu_count(hw);
     CHECK_ST(ta_hardware_gpu(hw, n_gpu, &gpu), TA_ERR_INVALID_ARG);
