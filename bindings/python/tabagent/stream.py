@@ -147,6 +147,7 @@ class AsyncStream(AsyncIterator[str]):
         self._stop = threading.Event()
         self._q: Optional["asyncio.Queue[Any]"] = None
         self._ended: Optional["asyncio.Future[None]"] = None
+        self._thread: Optional[threading.Thread] = None
         self._done = False
         self._state = _State()
 
@@ -178,7 +179,8 @@ class AsyncStream(AsyncIterator[str]):
                 except RuntimeError:
                     pass
 
-        threading.Thread(target=run, name="tabagent-astream", daemon=True).start()
+        self._thread = threading.Thread(target=run, name="tabagent-astream", daemon=True)
+        self._thread.start()
 
     async def __anext__(self) -> str:
         if self._done:
@@ -194,13 +196,14 @@ class AsyncStream(AsyncIterator[str]):
             except BaseException:  # cancelled again while waiting: the cancel is under way anyway
                 pass
             raise
-        if isinstance(item, _Done):
+        if isinstance(item, (_Done, BaseException)):  # the worker's last post: it is returning
+            self._done = True
+            if self._thread is not None:
+                self._thread.join()
+            if isinstance(item, BaseException):
+                raise item
             self._state.result = item.result
-            self._done = True
             raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
         self._state.parts.append(item)
         return str(item)
 
@@ -217,6 +220,8 @@ class AsyncStream(AsyncIterator[str]):
                 await asyncio.wait_for(asyncio.shield(ended), 0.02)
             except asyncio.TimeoutError:
                 pass
+        if self._thread is not None:
+            self._thread.join()  # it has posted its end: only its return is left
         await asyncio.sleep(0)  # let the posts queued before the end arrive
         while not q.empty():
             item = q.get_nowait()
