@@ -46,11 +46,19 @@ ABI = 5
 
 LIBNAME = {"darwin": "libtabagent.dylib", "win32": "tabagent.dll"}.get(sys.platform, "libtabagent.so")
 PACKAGE_DIR = Path(__file__).resolve().parent
-#: The repository root when this package is imported from its source tree, else None.
-SOURCE_ROOT: Optional[Path] = (
-    PACKAGE_DIR.parents[2] if (PACKAGE_DIR.parents[2] / "Cargo.toml").is_file()
-    and (PACKAGE_DIR.parents[2] / "bindings" / "python" / "tabagent").is_dir() else None
-) if len(PACKAGE_DIR.parents) > 2 else None
+
+
+def _source_root() -> Optional[Path]:
+    """The repository root when this package is imported from its source tree
+    (``<repo>/bindings/python/tabagent``), else None."""
+    parents = PACKAGE_DIR.parents
+    if len(parents) > 2 and parents[0].name == "python" and parents[1].name == "bindings" \
+            and (parents[2] / "Cargo.toml").is_file():
+        return parents[2]
+    return None
+
+
+SOURCE_ROOT = _source_root()
 
 
 def _library_candidates() -> List[Path]:
