@@ -16,11 +16,9 @@ from . import _ffi
 #: "tool_calls" (a list or its JSON) and "reasoning_content".
 Message = Mapping[str, Any]
 
-GEN_KEYS = frozenset({
-    "temperature", "top_k", "top_p", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty",
-    "penalty_last_n", "seed", "max_tokens", "stop", "grammar", "chat_template", "chat_tools", "chat_vars",
-    "context_shift", "n_keep",
-})
+#: Keyword arguments of the generation calls: the fields of ``ta_gen_params`` (``stop``
+#: takes a str or a list; its length field is filled in).
+GEN_KEYS = frozenset(f[0] for f in _ffi.GenParams._fields_) - {"n_stop"}
 
 
 def json_arg(v: Any) -> Optional[bytes]:
