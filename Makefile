@@ -10,15 +10,15 @@ CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefine
                -fno-omit-frame-pointer -Iinclude
 LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
 
-.PHONY: demo test setup build build-native dist test-qemu model embed-model examples test-rust test-c test-corpus test-python test-host test-host test-examples test-install test-tsan lint bench install clean
+.PHONY: demo test setup build build-native dist test-qemu node-pack test-node bench-node wheel test-python-pkg bench-python-pkg model embed-model examples test-rust test-c test-corpus test-python test-python-pkg test-host test-host test-examples test-install test-tsan lint bench install clean
 
 ## Set up, build, fetch the default model and stream a chat reply from it.
 demo: setup build model examples
 	./examples/c/build/chat "$(TABAGENT_TEST_MODEL)" "$(PROMPT)" 200
 
 ## Every test: Rust unit/integration (incl. header freshness), C under ASan,
-## Python through the ctypes wrapper, the examples, fmt and clippy.
-test: setup build model embed-model test-rust test-c test-corpus test-python test-host test-examples test-install test-qemu test-tsan lint
+## Python through the tabagent package, and its wheel in a fresh venv, the examples, fmt and clippy.
+test: setup build model embed-model test-rust test-c test-corpus test-python test-python-pkg test-host test-examples test-install test-qemu test-node test-tsan lint
 	@echo "all tests passed"
 
 setup:
@@ -136,6 +136,28 @@ install: dist
 ## CMake, shared and static; each binary must answer.
 test-install: build model
 	./tests/install.sh "$(TABAGENT_TEST_MODEL)"
+
+## The Python package as a platform wheel carrying $(DIST)/lib (build/wheels/).
+wheel: dist
+	bindings/python/build-wheel.sh
+
+## The wheel installed in a fresh virtualenv (build/py-pkg-venv), tested from outside the tree.
+test-python-pkg: dist model
+	bindings/python/test.sh
+
+## Chat tokens/s: the installed package against llama-cpp-python (build/bench-venv).
+bench-python-pkg: test-python-pkg
+	[ -x build/bench-venv/bin/python ] || { python3 -m venv build/bench-venv && \
+	    CMAKE_ARGS="-DGGML_NATIVE=ON" CMAKE_BUILD_PARALLEL_LEVEL=2 timeout 1500 build/bench-venv/bin/pip install -q llama-cpp-python; }
+	$(PY) bench/bench_python_pkg.py --tokens 128 --rounds 5 --threads 2
+
+## The Node package: the tarball with the library inside, installed fresh and tested.
+node-pack: dist
+	bindings/node/pack.sh
+test-node: dist model embed-model
+	bindings/node/test.sh
+bench-node: dist model
+	bench/node/run.sh "$(TABAGENT_TEST_MODEL)" 2
 
 ## The portable build under qemu-user as an x86-64 without AVX: it picks a variant
 ## that CPU runs and streams the same greedy reply; forced and missing variants.

@@ -56,11 +56,13 @@ fn stage_beside_outputs(backends: &std::path::Path) {
             if !name.to_string_lossy().contains(".so") {
                 continue;
             }
-            if let Err(err) = stage(&e.path(), &profile_dir.join(&name)) {
-                println!(
-                    "cargo:warning=could not stage {}: {err}",
-                    e.path().display()
-                );
+            for to in [profile_dir.to_path_buf(), profile_dir.join("deps")] {
+                if let Err(err) = stage(&e.path(), &to.join(&name)) {
+                    println!(
+                        "cargo:warning=could not stage {}: {err}",
+                        e.path().display()
+                    );
+                }
             }
         }
     }

@@ -46,3 +46,9 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, huggingfac
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "${pkgs[@]}"
 fi
+
+# The tabagent Python package (bindings/python) in development mode: the repo's tests,
+# examples and benches import it; from the source tree it loads target/release/libtabagent.so.
+if ! .venv/bin/python -c 'import importlib.util as u, os, sys; s = u.find_spec("tabagent"); sys.exit(not (s and s.origin and s.origin.startswith(os.path.abspath("bindings/python") + os.sep)))' 2>/dev/null; then
+    .venv/bin/pip install -q --disable-pip-version-check -e bindings/python
+fi
