@@ -8,7 +8,7 @@ import * as ta from 'tabagent';
 
 const installed = process.env.TABAGENT_EXPECT_INSTALLED;
 
-test('resolves from node_modules and loads the library it carries', { skip: !installed && 'not the installed package' }, () => {
+test('resolves from node_modules and loads the library it carries', { skip: !installed && 'not the installed package' }, async () => {
   const entry = fileURLToPath(import.meta.resolve('tabagent'));
   const pkg = realpathSync(installed);
   assert.ok(entry.startsWith(pkg + path.sep), `${entry} is not inside ${pkg}`);
@@ -20,11 +20,15 @@ test('resolves from node_modules and loads the library it carries', { skip: !ins
   assert.ok(statSync(probe).mode & 0o111, 'tabagent-probe lost its executable bit');
   for (const f of ['libllama.so.0', 'libggml.so.0', 'libggml-base.so.0']) assert.ok(existsSync(path.join(pre, f)), f);
   assert.ok(existsSync(path.join(pkg, 'node_modules', 'koffi')) || existsSync(path.join(pkg, '..', 'koffi')));
+  // The CPU variant was chosen among the package's own copies.
+  const hw = await ta.hardware();
+  assert.equal(hw.build.backend_dir, realpathSync(pre));
+  assert.ok(hw.build.cpu_variant, hw.build.cpu_variant_reason);
 });
 
 test('versions and status table', () => {
   assert.match(ta.version(), /^\d+\.\d+\.\d+$/);
-  assert.ok([4, 5].includes(ta.abiVersion()));
+  assert.equal(ta.abiVersion(), 5);
   assert.equal(typeof ta.llamaVersion(), 'string');
   assert.match(ta.systemInfo(), /CPU/);
   assert.equal(ta.STATUS.BUSY, 10);

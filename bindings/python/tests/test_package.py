@@ -30,6 +30,10 @@ def test_imported_from_the_installed_wheel():
     assert probe.is_file() and os.stat(probe).st_mode & stat.S_IXUSR, "tabagent-probe must stay executable"
     assert sorted(p.name for p in (pkg / "_lib").glob("libggml-cpu-*.so")), "CPU variants missing"
     assert (Path(tabagent.get_include()) / "tabagent.h").resolve().parent == pkg / "include"
+    # The CPU variant was chosen among the package's own copies.
+    build = tabagent.Hardware.detect().json["build"]
+    assert build["backend_dir"] == str((pkg / "_lib").resolve()), build
+    assert build["cpu_variant"], build["cpu_variant_reason"]
 
 
 def test_versions_and_cpu_variant():
