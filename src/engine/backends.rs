@@ -12,6 +12,9 @@
 //! beside what it builds (build.rs). `TABAGENT_CPU_VARIANT=name` asks for one
 //! variant by name (tests, benchmarks); a variant this CPU cannot run is refused.
 
+// The native build has nothing to search for; the helpers stay compiled and tested.
+#![cfg_attr(not(feature = "portable"), allow(dead_code))]
+
 use std::path::{Path, PathBuf};
 
 /// What was chosen and why; read by the hardware report.
