@@ -347,6 +347,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api_models(self, segs: list):
         segs = [unquote(s) for s in segs]
+        if not segs:
+            return self._search()
         repo_id, rest = self._split_repo(segs)
         repo = self.hub.repos.get(repo_id)
         if repo is None or (repo_id in self.hub.private and not self._authorized(repo_id)):
@@ -366,6 +368,32 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return self._tree(repo, "/".join(rest[2:]).strip("/"))
         return self._error(404, None, "Not Found")
+
+    def _search(self):
+        """``GET /api/models?search=Q&filter=TAG&author=A&limit=N`` as the hub answers it: a
+        JSON list of model summaries (``id``, ``modelId``, ``tags``, ``downloads``, ``likes``,
+        ...), matching ``search`` case-insensitively in the id; private repos are left out."""
+        q = self.params.get("search", "").lower()
+        tag = self.params.get("filter")
+        author = self.params.get("author")
+        try:
+            limit = max(0, int(self.params.get("limit", "1000")))
+        except ValueError:
+            return self._error(400, None, "Invalid limit")
+        out = []
+        for rid in sorted(self.hub.repos):
+            if rid in self.hub.private or q not in rid.lower():
+                continue
+            if author and rid.split("/")[0] != author:
+                continue
+            tags = sorted({"gguf" for f in self.hub.repos[rid].files if f.endswith(".gguf")})
+            if tag and tag not in tags:
+                continue
+            out.append({"_id": hashlib.sha1(rid.encode()).hexdigest()[:24], "id": rid, "modelId": rid,
+                        "likes": 0, "downloads": 0, "trendingScore": 0, "private": False, "tags": tags,
+                        "library_name": "gguf" if "gguf" in tags else None,
+                        "createdAt": "2024-01-01T00:00:00.000Z"})
+        return self._json(out[:limit])
 
     def _model_info(self, repo, rev):
         blobs = self.params.get("blobs", "").lower() in ("1", "true")

@@ -50,7 +50,7 @@ pub fn pull(spec: &str) -> CliResult<()> {
         Some(v) => v,
         None => {
             let m = cache.scan(&repo, &rev).map_err(err)?;
-            common::default_variant(&m)?
+            common::default_variant(&m, false)?
         }
     };
     let mut progress = progress_bar();

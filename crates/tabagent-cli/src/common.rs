@@ -30,8 +30,8 @@ pub fn parse_ref(s: &str) -> (String, Option<String>, String) {
 }
 
 /// The variant to use when none is named: Q4_K_M, then another 4-bit one, then
-/// the smallest; a downloaded one wins over one that is not.
-pub fn default_variant(m: &Manifest) -> CliResult<String> {
+/// the smallest; with `prefer_cached`, a downloaded one wins over one that is not.
+pub fn default_variant(m: &Manifest, prefer_cached: bool) -> CliResult<String> {
     let pick = |only_cached: bool| {
         let vs: Vec<_> = m
             .variants
@@ -47,7 +47,9 @@ pub fn default_variant(m: &Manifest) -> CliResult<String> {
             .or_else(|| vs.iter().min_by_key(|v| v.size))
             .map(|v| v.name.clone())
     };
-    pick(true)
+    prefer_cached
+        .then(|| pick(true))
+        .flatten()
         .or_else(|| pick(false))
         .ok_or_else(|| format!("{} has no GGUF model files", m.repo_id))
 }
@@ -91,7 +93,7 @@ pub fn resolve_model(
                 .manifest(&repo, &rev)
                 .or_else(|_| cache.scan(&repo, &rev))
                 .map_err(err)?;
-            default_variant(&m)?
+            default_variant(&m, true)?
         }
     };
     let paths = cache
