@@ -229,6 +229,8 @@ int main(int argc, char **argv) {
     printf("tg_lib_tok_s=%.1f\n", ltg);
     printf("tg_ref_tok_s=%.1f\n", rtg);
     printf("tg_ratio=%.3f\n", ltg / rtg);
+    /* bench/portable.sh needs only the figures above. */
+    if (getenv("BENCH_PP_TG_ONLY")) return 0;
 
     /* Callback overhead: the library's per-token text path and the crossing into
      * C, over 1M one-token pieces, minus nothing (it is all overhead). */

@@ -23,6 +23,7 @@ variant=$(examples/c/build/info 2>/dev/null | sed -n 's/^ *CPU code: \([^ ]*\) .
 echo "model=$(basename "$model") threads=$threads rounds=$rounds portable_variant=${variant:-?}"
 get() { sed -n "s/^$1=//p" "$2"; }
 pp_p=(); pp_n=(); tg_p=(); tg_n=()
+export BENCH_PP_TG_ONLY=1
 for i in $(seq "$rounds"); do
     build/bench/bench_native "$model" "$threads" > build/bench/native.out
     build/bench/bench_portable "$model" "$threads" > build/bench/portable.out
