@@ -1522,10 +1522,13 @@ fn constant_eq(a: &[u8], b: &[u8]) -> bool {
 fn log_done(app: &App, path: &str, r: &GenResult, t0: Instant) {
     if app.verbose {
         eprintln!(
-            "tabagent: {path}: {} prompt + {} generated tokens, {:?}, {:.0} ms",
+            "tabagent: {path}: {} prompt ({} reused) + {} generated tokens, {:?}; prompt {:.0} ms, generation {:.0} ms, request {:.0} ms",
             r.n_prompt,
+            r.n_reused,
             r.n_generated,
             r.stop_reason,
+            r.prompt_ms,
+            r.gen_ms,
             t0.elapsed().as_secs_f64() * 1000.0
         );
     }
