@@ -42,7 +42,7 @@ def test_repl_save_load_history(tmp_path):
     p.expect(">>> ")
     f = tmp_path / "chat.json"
     p.sendline(f"/save {f}")
-    p.expect("saved 4 messages")
+    p.expect(r"saved 4 messages and \d+ tokens of KV state")
     p.expect(">>> ")
     saved = json.loads(f.read_text())
     assert [m["role"] for m in saved["messages"]] == ["user", "assistant", "user", "assistant"]
@@ -54,7 +54,7 @@ def test_repl_save_load_history(tmp_path):
     p.expect(">>> ")
     assert "Paris" not in p.before
     p.sendline(f"/load {f}")
-    p.expect("loaded 4 messages")
+    p.expect(r"loaded 4 messages and \d+ tokens of KV state")
     p.expect(">>> ")
     p.sendline("/history")
     p.expect("Paris")

@@ -125,6 +125,15 @@ fn main() -> ExitCode {
             tabagent::log::LogLevel::Info,
         );
     }
+    #[cfg(unix)]
+    if !matches!(cli.cmd, Cmd::Serve(_)) {
+        // `tabagent list | head` ends quietly, as other command-line tools do. Not for
+        // serve: a client that hangs up must be an error on its socket, not a signal.
+        // SAFETY: restoring the default disposition of one signal, before any thread.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let r = match cli.cmd {
         Cmd::Serve(a) => server::serve(server::ServeConfig {
             host: a.host,
