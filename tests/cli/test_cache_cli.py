@@ -86,3 +86,25 @@ def test_show_and_hardware(env):
     out = run(env, "show", MODEL).stdout
     assert "Q4_1" in out and "im_start" in out and "fit" in out
     assert "cores" in run(env, "hardware").stdout
+
+
+def test_api_pull_streams_progress(env):
+    """Ollama's `/api/pull` (the ollama client) downloads into the server's cache."""
+    import ollama
+    from conftest import Server
+
+    if not os.path.exists(MODEL):
+        pytest.skip("test model missing")
+    s = Server("--model", MODEL, "--parallel", "1", env={k: env[k] for k in ("HF_ENDPOINT", "HF_HOME")})
+    try:
+        c = ollama.Client(host=s.url)
+        parts = list(c.pull(f"{REPO}:Q8_0", stream=True))
+        assert parts[0].status == "pulling manifest" and parts[-1].status == "success"
+        done = [p for p in parts if p.total]
+        assert done and done[-1].completed == done[-1].total == 500_000
+        assert c.pull(f"{REPO}:Q8_0").status == "success"  # cached: no download
+        with pytest.raises(ollama.ResponseError):
+            c.pull("tabagent-test/no-such-repo", stream=False)
+    finally:
+        s.stop()
+    assert REPO in run(env, "list").stdout
