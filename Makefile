@@ -10,7 +10,7 @@ CFLAGS_TEST := -std=c11 -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefine
                -fno-omit-frame-pointer -Iinclude
 LDFLAGS_TEST := -Ltarget/release -Wl,-rpath,$(abspath target/release) -ltabagent -lpthread
 
-.PHONY: demo test setup build build-native dist test-qemu node-pack test-node bench-node wheel test-python-pkg bench-python-pkg model embed-model examples test-rust test-c test-corpus test-python test-python-pkg test-host test-host test-examples test-install test-tsan lint bench install clean
+.PHONY: demo test setup build build-native dist test-qemu node-pack test-node bench-node test-cli bench-server wheel test-python-pkg bench-python-pkg model embed-model examples test-rust test-c test-corpus test-python test-python-pkg test-host test-host test-examples test-install test-tsan lint bench install clean
 
 ## Set up, build, fetch the default model and stream a chat reply from it.
 demo: setup build model examples
@@ -18,7 +18,7 @@ demo: setup build model examples
 
 ## Every test: Rust unit/integration (incl. header freshness), C under ASan,
 ## Python through the tabagent package, and its wheel in a fresh venv, the examples, fmt and clippy.
-test: setup build model embed-model test-rust test-c test-corpus test-python test-python-pkg test-host test-examples test-install test-qemu test-node test-tsan lint
+test: setup build model embed-model test-rust test-c test-corpus test-python test-python-pkg test-host test-examples test-install test-qemu test-node test-cli test-tsan lint
 	@echo "all tests passed"
 
 setup:
@@ -150,6 +150,16 @@ bench-python-pkg: test-python-pkg
 	[ -x build/bench-venv/bin/python ] || { python3 -m venv build/bench-venv && \
 	    CMAKE_ARGS="-DGGML_NATIVE=ON" CMAKE_BUILD_PARALLEL_LEVEL=2 timeout 1500 build/bench-venv/bin/pip install -q llama-cpp-python; }
 	$(PY) bench/bench_python_pkg.py --tokens 128 --rounds 5 --threads 2
+
+## The command line and server: the official openai and ollama clients against
+## `tabagent serve`, 32 concurrent streams, disconnects, the REPL through pexpect,
+## pull/list/rm/search against the hub imitation.
+test-cli: build model embed-model
+	$(PY) -m pytest -q tests/cli
+
+## 4 streaming clients: tabagent serve vs llama-cpp-python's server (build/bench-venv).
+bench-server: build model
+	$(PY) bench/bench_server.py
 
 ## The Node package: the tarball with the library inside, installed fresh and tested.
 node-pack: dist

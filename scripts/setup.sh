@@ -40,9 +40,10 @@ fi
 # fidelity test); numpy, gguf, safetensors and tokenizers build the embedding test model
 # and compute its reference vectors.
 # playwright drives the system Chromium in the browser test (its own browser
-# download is not used).
-pkgs=(pytest huggingface_hub jinja2 numpy gguf safetensors tokenizers playwright)
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, huggingface_hub, jinja2, numpy, gguf, safetensors, tokenizers, playwright' 2>/dev/null; then
+# download is not used). openai, ollama and pexpect drive `tabagent serve` and the
+# REPL in tests/cli.
+pkgs=(pytest huggingface_hub jinja2 numpy gguf safetensors tokenizers playwright openai ollama pexpect)
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import pytest, huggingface_hub, jinja2, numpy, gguf, safetensors, tokenizers, playwright, openai, ollama, pexpect' 2>/dev/null; then
     [ -x .venv/bin/python ] || python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check "${pkgs[@]}"
 fi
