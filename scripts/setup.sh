@@ -18,6 +18,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v valgrind >/dev/null || need+=(valgrind)
 # The native host's end-to-end test runs the example extension in Chromium.
 command -v chromium >/dev/null || need+=(chromium)
+# The Node package's tests (Node >= 18 and npm; Debian's nodejs is 18).
+command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm)
 # tests/qemu.sh runs the portable build as an x86-64 without AVX.
 if [ "$(uname -m)" = x86_64 ]; then command -v qemu-x86_64 >/dev/null || need+=(qemu-user); fi
 # tests/install.sh builds the C example through pkg-config.
