@@ -693,12 +693,88 @@ export class Model extends Handle {
   }
 }
 
+// ------------------------------------------------------------------ conversation
+
+/** What a context's own calls and a sequence share: generation, cancel, reset and
+ * state files. `kind` ('context' or 'sequence') names the ta_<kind>_* functions. */
+class Conversation extends Handle {
+  #gens = new Set();
+  #kind;
+
+  constructor(ptr, free, kind) {
+    super(ptr, free, kind);
+    this.#kind = kind;
+  }
+
+  #track(gen) {
+    this.#gens.add(gen);
+    gen.result.then(() => this.#gens.delete(gen), () => this.#gens.delete(gen));
+    return gen;
+  }
+
+  #stream(call, args, signal) {
+    const k = this.#kind;
+    return this.#track(new Generation(`ta_${k}_${call}`, (s) => {
+      const h = this._hold();
+      return genCall(tn[`${k}_${call}`], h, [...args, s]).finally(() => this._unuse());
+    }, () => !this.closed && ta[`${k}_cancel`](this._ptr), signal));
+  }
+
+  /**
+   * Continue `prompt` and stream the reply: a Generation (async iterator of text
+   * pieces, `.result` promise). opts: maxTokens, temperature (0 = greedy), topK,
+   * topP, minP, repeatPenalty, frequencyPenalty, presencePenalty, penaltyLastN,
+   * seed, stop (string[]), grammar, contextShift, nKeep, signal (AbortSignal).
+   */
+  generate(prompt, opts = {}) {
+    return this.#stream('generate', [prompt, genParams(opts)], opts.signal);
+  }
+
+  /** Chat: format `messages` ({role, content, …}) with the chat template and stream
+   * the assistant's reply. Options as generate(), plus chatTemplate, tools, vars. */
+  chat(messages, opts = {}) {
+    const msgs = chatMessages(messages);
+    return this.#stream('chat', [msgs, msgs.length, genParams(opts)], opts.signal);
+  }
+
+  /** Stop whatever runs (on a context: its own sequence). */
+  cancel() {
+    for (const g of this.#gens) g.cancel();
+    if (!this.closed) ta[`${this.#kind}_cancel`](this._ptr);
+  }
+
+  /** Forget the KV cells: the next call evaluates its whole prompt. */
+  reset() {
+    this._use((p) => checkSync(ta[`${this.#kind}_reset`](p)));
+  }
+
+  /** Save the tokens and KV cells (a context: its own sequence's) to a file; returns the token count. */
+  async saveState(path) {
+    return this.#state('save', path);
+  }
+
+  /** Load a file written by saveState; returns the token count. */
+  async loadState(path) {
+    return this.#state('load', path);
+  }
+
+  async #state(op, path) {
+    const n = [0];
+    const { status, message } = await this._use((h) => callAsync(tn[`${this.#kind}_state_${op}`], h, path, n));
+    check(status, message);
+    return Number(n[0]);
+  }
+
+  _onClose() {
+    for (const g of this.#gens) g.cancel();
+  }
+}
+
 // ------------------------------------------------------------------ context
 
-export class Context extends Handle {
+export class Context extends Conversation {
   /** @type {Model} */
   model;
-  #gens = new Set();
 
   constructor(ptr, model) {
     super(ptr, ta.context_free, 'context');
@@ -732,37 +808,6 @@ export class Context extends Handle {
     return this._use((p) => ta.context_n_seq_max(p));
   }
 
-  #track(gen) {
-    this.#gens.add(gen);
-    gen.result.then(() => this.#gens.delete(gen), () => this.#gens.delete(gen));
-    return gen;
-  }
-
-  /**
-   * Continue `prompt` and stream the reply: a Generation (async iterator of text
-   * pieces, `.result` promise). opts: maxTokens, temperature (0 = greedy), topK,
-   * topP, minP, repeatPenalty, frequencyPenalty, presencePenalty, penaltyLastN,
-   * seed, stop (string[]), grammar, contextShift, nKeep, signal (AbortSignal).
-   */
-  generate(prompt, opts = {}) {
-    const p = genParams(opts);
-    return this.#track(new Generation('ta_context_generate', (s) => {
-      const ctx = this._hold();
-      return genCall(tn.context_generate, ctx, [prompt, p, s]).finally(() => this._unuse());
-    }, () => !this.closed && ta.context_cancel(this._ptr), opts.signal));
-  }
-
-  /** Chat: format `messages` ({role, content, …}) with the chat template and stream
-   * the assistant's reply. Options as generate(), plus chatTemplate, tools, vars. */
-  chat(messages, opts = {}) {
-    const msgs = chatMessages(messages);
-    const p = genParams(opts);
-    return this.#track(new Generation('ta_context_chat', (s) => {
-      const ctx = this._hold();
-      return genCall(tn.context_chat, ctx, [msgs, msgs.length, p, s]).finally(() => this._unuse());
-    }, () => !this.closed && ta.context_cancel(this._ptr), opts.signal));
-  }
-
   /** Claim one of the context's nSeqMax sequences: an independent conversation that
    * may generate at the same time as the others. BusyError when all are taken. */
   sequence() {
@@ -771,17 +816,6 @@ export class Context extends Handle {
       checkSync(ta.sequence_new(c, out));
       return new Sequence(out[0], this);
     });
-  }
-
-  /** Stop whatever runs on the context's own sequence. */
-  cancel() {
-    for (const g of this.#gens) g.cancel();
-    if (!this.closed) ta.context_cancel(this._ptr);
-  }
-
-  /** Forget the KV cache: the next call evaluates its whole prompt. */
-  reset() {
-    this._use((p) => checkSync(ta.context_reset(p)));
   }
 
   /** Length of each embedding vector (embedding contexts only). */
@@ -823,22 +857,6 @@ export class Context extends Handle {
     return single ? vecs[0] : vecs;
   }
 
-  /** Save the context's own sequence (tokens and KV cells) to a file; returns the token count. */
-  async saveState(path) {
-    const n = [0];
-    const { status, message } = await this._use((c) => callAsync(tn.context_state_save, c, path, n));
-    check(status, message);
-    return Number(n[0]);
-  }
-
-  /** Load a file written by saveState; returns the token count. */
-  async loadState(path) {
-    const n = [0];
-    const { status, message } = await this._use((c) => callAsync(tn.context_state_load, c, path, n));
-    check(status, message);
-    return Number(n[0]);
-  }
-
   tokenize(text, opts) {
     return this.model.tokenize(text, opts);
   }
@@ -847,9 +865,6 @@ export class Context extends Handle {
     return this.model.detokenize(tokens, opts);
   }
 
-  _onClose() {
-    for (const g of this.#gens) g.cancel();
-  }
 }
 
 // ------------------------------------------------------------------ sequence
@@ -857,10 +872,9 @@ export class Context extends Handle {
 /** One conversation of a context (ta_sequence): its own KV cells, history and
  * sampler; sequences of one context generate concurrently (their decodes share
  * batches). One call at a time per sequence (BusyError otherwise). */
-export class Sequence extends Handle {
+export class Sequence extends Conversation {
   /** @type {Context} */
   context;
-  #gens = new Set();
 
   constructor(ptr, context) {
     super(ptr, ta.sequence_free, 'sequence');
@@ -880,57 +894,6 @@ export class Sequence extends Handle {
     });
   }
 
-  #track(gen) {
-    this.#gens.add(gen);
-    gen.result.then(() => this.#gens.delete(gen), () => this.#gens.delete(gen));
-    return gen;
-  }
-
-  /** As Context.generate, on this sequence. */
-  generate(prompt, opts = {}) {
-    const p = genParams(opts);
-    return this.#track(new Generation('ta_sequence_generate', (s) => {
-      const q = this._hold();
-      return genCall(tn.sequence_generate, q, [prompt, p, s]).finally(() => this._unuse());
-    }, () => !this.closed && ta.sequence_cancel(this._ptr), opts.signal));
-  }
-
-  /** As Context.chat, on this sequence. */
-  chat(messages, opts = {}) {
-    const msgs = chatMessages(messages);
-    const p = genParams(opts);
-    return this.#track(new Generation('ta_sequence_chat', (s) => {
-      const q = this._hold();
-      return genCall(tn.sequence_chat, q, [msgs, msgs.length, p, s]).finally(() => this._unuse());
-    }, () => !this.closed && ta.sequence_cancel(this._ptr), opts.signal));
-  }
-
-  cancel() {
-    for (const g of this.#gens) g.cancel();
-    if (!this.closed) ta.sequence_cancel(this._ptr);
-  }
-
-  reset() {
-    this._use((p) => checkSync(ta.sequence_reset(p)));
-  }
-
-  async saveState(path) {
-    const n = [0];
-    const { status, message } = await this._use((q) => callAsync(tn.sequence_state_save, q, path, n));
-    check(status, message);
-    return Number(n[0]);
-  }
-
-  async loadState(path) {
-    const n = [0];
-    const { status, message } = await this._use((q) => callAsync(tn.sequence_state_load, q, path, n));
-    check(status, message);
-    return Number(n[0]);
-  }
-
-  _onClose() {
-    for (const g of this.#gens) g.cancel();
-  }
 }
 
 // ------------------------------------------------------------------ cache
