@@ -88,7 +88,22 @@ def _pieces(conv: "_Conversation", start: Start, state: _State) -> Generator[str
                     state.result = item.result
 
 
-class Stream(Iterator[str]):
+class _Outcome:
+    """What a finished or running stream has produced so far (both stream kinds)."""
+    _state: _State
+
+    @property
+    def result(self) -> Optional["GenResult"]:
+        """The generation's result once it has ended, else None."""
+        return self._state.result
+
+    @property
+    def text(self) -> str:
+        """The text delivered so far."""
+        return "".join(self._state.parts)
+
+
+class Stream(_Outcome, Iterator[str]):
     """Text pieces of one generation, as they are produced: ``for piece in ctx.stream(...)``.
 
     The generation starts at the first ``next()``. When the iteration ends,
@@ -107,16 +122,6 @@ class Stream(Iterator[str]):
     def __next__(self) -> str:
         return next(self._gen)
 
-    @property
-    def result(self) -> Optional["GenResult"]:
-        """The generation's result once it has ended, else None."""
-        return self._state.result
-
-    @property
-    def text(self) -> str:
-        """The text yielded so far."""
-        return "".join(self._state.parts)
-
     def close(self) -> None:
         """Stop the generation if it runs and wait until it has ended."""
         self._gen.close()
@@ -129,7 +134,7 @@ class Stream(Iterator[str]):
         self.close()
 
 
-class AsyncStream(AsyncIterator[str]):
+class AsyncStream(_Outcome, AsyncIterator[str]):
     """Text pieces of one generation for asyncio: ``async for piece in ctx.astream(...)``.
 
     The generation runs on a worker thread started at the first ``__anext__``; pieces
@@ -237,16 +242,6 @@ class AsyncStream(AsyncIterator[str]):
         async for _ in self:
             pass
         return self._state.result
-
-    @property
-    def result(self) -> Optional["GenResult"]:
-        """The generation's result once it has ended, else None."""
-        return self._state.result
-
-    @property
-    def text(self) -> str:
-        """The text received so far."""
-        return "".join(self._state.parts)
 
     async def __aenter__(self) -> "AsyncStream":
         return self
