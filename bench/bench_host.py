@@ -1,9 +1,12 @@
 """GENERATE through the native host (framing, JSON, a pipe, another process) against
 the same generation through the library directly (the ctypes wrapper, in process):
-same model, greedy, same prompt, context size and threads. Medians of 5 runs,
-host and direct interleaved; timed at the client as a browser would see it.
+same model, greedy, same prompt, context size and threads; timed at the client as a
+browser would see it. RUNS pairs, each a direct run and a host run back to back in
+alternating order (so a steady drift of the machine's speed favours neither side);
+each figure is the median over the pairs of that pair's ratio or difference, which
+cancels the slower drift between pairs.
 
-    host_tg_ratio     tokens/s between first and last token, host ÷ direct
+    host_tg_ratio      tokens/s between first and last token, host ÷ direct
     host_added_ttft_ms time to first token, host − direct
 
     bench_host.py [MODEL] [THREADS]
@@ -23,7 +26,7 @@ import tabagent  # noqa: E402
 MODEL = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else os.environ.get(
     "TABAGENT_TEST_MODEL", os.path.expanduser("~/.cache/tabagent/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
 THREADS = int(sys.argv[2]) if len(sys.argv) > 2 else int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1))
-N_CTX, TOKENS, RUNS = 1024, 128, 5
+N_CTX, TOKENS, RUNS = 1024, 128, 9
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 PARAMS = {"temperature": 0, "max_tokens": TOKENS}
 
@@ -87,26 +90,41 @@ def main():
     host.send({"id": "load", "action": "LOAD_MODEL", "path": os.path.abspath(MODEL), "key": "m"})
     assert host.until_final("load")["type"] == "result"
     with tabagent.Model(MODEL) as model, tabagent.Context(model, n_ctx=N_CTX, n_threads=THREADS) as ctx:
-        d_tps, h_tps, d_ttft, h_ttft = [], [], [], []
+        d_tps, h_tps, d_ttft, h_ttft, ratio, added = [], [], [], [], [], []
         direct(ctx)  # warm both
         host.generate("warm")
         for i in range(RUNS):
-            ctx.reset()  # no prefix reuse on either side: the host's sequence is fresh each call
-            tps, ttft = rates(*direct(ctx))
-            d_tps.append(tps)
-            d_ttft.append(ttft)
-            tps, ttft = rates(*host.generate(f"g{i}"))
-            h_tps.append(tps)
-            h_ttft.append(ttft)
+            # No prefix reuse on either side: the host's sequence is fresh each call.
+            def run_direct():
+                ctx.reset()
+                return rates(*direct(ctx))
+
+            def run_host():
+                return rates(*host.generate(f"g{i}"))
+
+            if i % 2 == 0:
+                d, h = run_direct(), run_host()
+            else:
+                h, d = run_host(), run_direct()
+            d_tps.append(d[0])
+            d_ttft.append(d[1])
+            h_tps.append(h[0])
+            h_ttft.append(h[1])
+            ratio.append(h[0] / d[0])
+            added.append(h[1] - d[1])
+            print(f"pair {i}: direct {d[0]:.1f} tok/s ttft {d[1]:.1f} ms, host {h[0]:.1f} tok/s "
+                  f"ttft {h[1]:.1f} ms -> {ratio[-1]:.3f}", file=sys.stderr)
     host.close()
     med = statistics.median
     print(f"host_threads={THREADS}")
     print(f"direct_tg_tps={med(d_tps):.1f}")
     print(f"host_tg_tps={med(h_tps):.1f}")
-    print(f"host_tg_ratio={med(h_tps) / med(d_tps):.3f}")
+    print(f"host_tg_ratio={med(ratio):.3f}")
+    print(f"host_tg_ratio_min={min(ratio):.3f}")
+    print(f"host_tg_ratio_max={max(ratio):.3f}")
     print(f"direct_ttft_ms={med(d_ttft):.1f}")
     print(f"host_ttft_ms={med(h_ttft):.1f}")
-    print(f"host_added_ttft_ms={med(h_ttft) - med(d_ttft):.2f}")
+    print(f"host_added_ttft_ms={med(added):.2f}")
 
 
 if __name__ == "__main__":

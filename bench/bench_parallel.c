@@ -1,8 +1,9 @@
 /* tabagent benchmark for sequences: N conversations on one context against a
  * plain llama.h loop that decodes the N sequences in one batch per step, both
- * linked from the same libtabagent.a (the very same llama.cpp build), same model,
- * same threads. Each measurement runs in a forked child (fresh contexts, its own
- * peak RSS). Prints name=value lines.
+ * calling the same libllama that libtabagent loads (the very same llama.cpp build
+ * and CPU variant), same model, same threads. Each measurement runs in a forked
+ * child (fresh contexts, its own peak RSS). Prints name=value lines; the rounds
+ * behind parallelN_vs_ref go to stderr.
  *
  *   bench_parallel MODEL.gguf THREADS
  */
@@ -18,10 +19,11 @@
 #include "llama.h"
 #include "tabagent.h"
 
-#define TG 64      /* tokens generated per sequence */
+#define TG 128     /* tokens generated per sequence */
 #define WINDOW 512 /* tokens per sequence */
 #define MAXN 8
 #define REPS 5 /* each figure: the median of REPS runs, reference and library interleaved */
+#define ROUNDS_N 9 /* rounds of the four measurements behind each parallelN_vs_ref */
 
 static int THREADS;
 static bool UNIFIED; /* lib_run: one KV cache for all sequences */
@@ -68,6 +70,11 @@ static long rss_kib(void) {
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+/* Sorts v in place. */
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return v[n / 2];
 }
 typedef void (*measure_fn)(int n, double out[2]);
 static void in_child(measure_fn fn, int n, double out[2]) {
@@ -232,8 +239,8 @@ static void *run_job(void *arg) {
 /* n conversations at once: on n sequences of one context (contexts = 0) or on n
  * contexts. The prompts are read first (untimed). As in the reference, whose
  * clock starts after each prompt's first token, the clock starts when the first
- * token of any sequence arrives and the tokens after it are counted (63 of the
- * 64 per sequence). out: tokens/s, peak RSS growth (MiB). */
+ * token of any sequence arrives and the tokens after it are counted (TG - 1 of the
+ * TG per sequence). out: tokens/s, peak RSS growth (MiB). */
 static void lib_run(int n, int contexts, double out[2]) {
     long rss0 = rss_kib();
     ta_context_params cp = ta_context_default_params();
@@ -462,20 +469,52 @@ int main(int argc, char **argv) {
     if ((st = ta_model_load(MODEL, &mp, &M)) != TA_OK) die("load", st);
     printf("threads=%d\ntg_tokens_per_sequence=%d\n", THREADS, TG);
 
-    double ref1[2], lib1[2];
-    paired(ref_parallel, lib_seqs, 1, ref1, lib1);
-    printf("ref_1seq_tps=%.1f\nlib_1seq_tps=%.1f\n", ref1[0], lib1[0]);
+    /* parallelN_vs_ref is a ratio of ratios, (libN/lib1) / (refN/ref1): four
+     * measurements, so the machine's drift between them moves it directly. Each
+     * round therefore measures all four back to back, alternating the order
+     * (ref1 lib1 libN refN, then lib1 ref1 refN libN) so that a steady drift
+     * favours each side equally, and the figure is the median of the rounds'
+     * ratios. ROUNDS_N rounds per N. */
+    double ref1_all[ROUNDS_N * 3], lib1_all[ROUNDS_N * 3];
+    int n1 = 0;
     static const int NS[3] = {2, 4, 8};
     for (int i = 0; i < 3; i++) {
         int n = NS[i];
-        double ref[2], lib[2];
-        paired(ref_parallel, lib_seqs, n, ref, lib);
-        double rr = ref[0] / ref1[0], lr = lib[0] / lib1[0];
-        printf("ref_%dseq_tps=%.1f\nlib_%dseq_tps=%.1f\n", n, ref[0], n, lib[0]);
-        printf("parallel%d_ratio=%.3f\nparallel%d_ref_ratio=%.3f\nparallel%d_vs_ref=%.3f\n", n, lr, n, rr, n,
-               lr / rr);
-        printf("parallel%d_tps_vs_ref=%.3f\n", n, lib[0] / ref[0]);
+        double vs[ROUNDS_N], tps_vs[ROUNDS_N], refn[ROUNDS_N], libn[ROUNDS_N];
+        for (int r = 0; r < ROUNDS_N; r++) {
+            double r1[2], l1[2], rn[2], ln[2];
+            if (r % 2 == 0) {
+                in_child(ref_parallel, 1, r1);
+                in_child(lib_seqs, 1, l1);
+                in_child(lib_seqs, n, ln);
+                in_child(ref_parallel, n, rn);
+            } else {
+                in_child(lib_seqs, 1, l1);
+                in_child(ref_parallel, 1, r1);
+                in_child(ref_parallel, n, rn);
+                in_child(lib_seqs, n, ln);
+            }
+            vs[r] = (ln[0] / l1[0]) / (rn[0] / r1[0]);
+            tps_vs[r] = ln[0] / rn[0];
+            refn[r] = rn[0], libn[r] = ln[0];
+            ref1_all[n1] = r1[0], lib1_all[n1++] = l1[0];
+            fprintf(stderr, "round %d, %d seq: ref1 %.1f lib1 %.1f ref%d %.1f lib%d %.1f -> vs_ref %.3f\n", r, n, r1[0],
+                    l1[0], n, rn[0], n, ln[0], vs[r]);
+        }
+        qsort(vs, ROUNDS_N, sizeof *vs, cmp_d);
+        qsort(tps_vs, ROUNDS_N, sizeof *tps_vs, cmp_d);
+        qsort(refn, ROUNDS_N, sizeof *refn, cmp_d);
+        qsort(libn, ROUNDS_N, sizeof *libn, cmp_d);
+        printf("ref_%dseq_tps=%.1f\nlib_%dseq_tps=%.1f\n", n, refn[ROUNDS_N / 2], n, libn[ROUNDS_N / 2]);
+        printf("parallel%d_ratio=%.3f\nparallel%d_ref_ratio=%.3f\n", n,
+               libn[ROUNDS_N / 2] / median_of(lib1_all + n1 - ROUNDS_N, ROUNDS_N), n,
+               refn[ROUNDS_N / 2] / median_of(ref1_all + n1 - ROUNDS_N, ROUNDS_N));
+        printf("parallel%d_vs_ref=%.3f\nparallel%d_vs_ref_min=%.3f\nparallel%d_vs_ref_max=%.3f\n", n,
+               vs[ROUNDS_N / 2], n, vs[0], n, vs[ROUNDS_N - 1]);
+        printf("parallel%d_tps_vs_ref=%.3f\n", n, tps_vs[ROUNDS_N / 2]);
     }
+    double lib1[2] = {median_of(lib1_all, n1), 0};
+    printf("ref_1seq_tps=%.1f\nlib_1seq_tps=%.1f\n", median_of(ref1_all, n1), lib1[0]);
     /* The other KV layout, for the record: one cache that every sequence attends over. */
     for (int i = 1; i < 3; i++) {
         int n = NS[i];
