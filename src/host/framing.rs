@@ -10,12 +10,20 @@ pub enum Frame {
     Message(Vec<u8>),
     /// The other side closed the stream between messages.
     Eof,
-    /// A length over the limit, or a stream that ended inside a frame: the framing
-    /// cannot be trusted past this point.
+    /// A message of this many bytes, over the limit but not absurd: its bytes were
+    /// read and dropped, and the next frame can be read.
+    TooLong(usize),
+    /// An absurd length (over [`ABSURD`]), or a stream that ended inside a frame: the
+    /// framing cannot be trusted past this point.
     Broken(String),
 }
 
-/// Read one frame of at most `max` bytes.
+/// A length prefix above this is not a request (a broken or hostile stream): the
+/// host stops reading rather than skip gigabytes.
+pub const ABSURD: usize = 64 << 20;
+
+/// Read one frame of at most `max` bytes. A longer one (up to [`ABSURD`]) is
+/// skipped and reported as `TooLong`, so the caller can answer it and go on.
 pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Frame> {
     let mut len = [0u8; 4];
     let mut got = 0;
@@ -33,10 +41,19 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Frame> {
         }
     }
     let n = u32::from_ne_bytes(len) as usize;
-    if n > max {
+    if n > max.max(ABSURD) {
         return Ok(Frame::Broken(format!(
-            "a message of {n} bytes is over the limit of {max}"
+            "a message of {n} bytes is over the limit of {}",
+            max.max(ABSURD)
         )));
+    }
+    if n > max {
+        let skipped = io::copy(&mut r.take(n as u64), &mut io::sink())?;
+        return Ok(if skipped == n as u64 {
+            Frame::TooLong(n)
+        } else {
+            Frame::Broken(format!("the stream ended inside a message of {n} bytes"))
+        });
     }
     let mut buf = vec![0u8; n];
     match r.read_exact(&mut buf) {
@@ -76,6 +93,20 @@ mod tests {
         assert!(
             matches!(read_frame(&mut r, 100).unwrap(), Frame::Broken(m) if m.contains("limit"))
         );
+        // Over the limit but not absurd: skipped, and the next frame reads.
+        let mut long = Vec::new();
+        write_frame(&mut long, &[b'x'; 150]).unwrap();
+        write_frame(&mut long, b"{}").unwrap();
+        let mut r = &long[..];
+        assert!(matches!(
+            read_frame(&mut r, 100).unwrap(),
+            Frame::TooLong(150)
+        ));
+        assert!(matches!(read_frame(&mut r, 100).unwrap(), Frame::Message(m) if m == b"{}"));
+        assert!(matches!(
+            read_frame(&mut &long[..120], 100).unwrap(),
+            Frame::Broken(_)
+        ));
         let mut short = 10u32.to_ne_bytes().to_vec();
         short.extend_from_slice(b"abc");
         assert!(matches!(

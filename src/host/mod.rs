@@ -237,15 +237,7 @@ impl Host {
     pub fn post(&self, request: &[u8]) {
         let inner = &self.inner;
         if request.len() > inner.cfg.max_request_bytes {
-            inner.error(
-                &Value::Null,
-                "INVALID_REQUEST",
-                &format!(
-                    "request of {} bytes is over the limit of {}",
-                    request.len(),
-                    inner.cfg.max_request_bytes
-                ),
-            );
+            self.refuse_too_long(request.len());
             return;
         }
         let req: Value = match serde_json::from_slice(request) {
@@ -356,6 +348,19 @@ impl Host {
                 );
             }
         }
+    }
+
+    /// Answer a request of `len` bytes, over `max_request_bytes`, that was not read
+    /// (a framing layer skipped it): an `INVALID_REQUEST` error with `id` null.
+    pub fn refuse_too_long(&self, len: usize) {
+        self.inner.error(
+            &Value::Null,
+            "INVALID_REQUEST",
+            &format!(
+                "request of {len} bytes is over the limit of {}",
+                self.inner.cfg.max_request_bytes
+            ),
+        );
     }
 
     /// Cancel every running request and wait for them to answer.

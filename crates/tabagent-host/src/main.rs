@@ -142,6 +142,7 @@ fn serve(args: &[String]) -> Result<(), String> {
     loop {
         match read_frame(&mut stdin, max_request) {
             Ok(Frame::Message(m)) => host.post(&m),
+            Ok(Frame::TooLong(n)) => host.refuse_too_long(n),
             Ok(Frame::Eof) => break,
             Ok(Frame::Broken(why)) => {
                 tabagent::log::log(
