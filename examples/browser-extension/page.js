@@ -52,16 +52,20 @@ async function refreshModels() {
   return r;
 }
 
+// Progress messages of a download or a load ("stage"), in bytes.
+function showProgress(m) {
+  if (m.type === "progress" && m.total > 0) {
+    $("progress").value = m.done / m.total;
+    const verb = m.stage === "load" ? "loaded" : "downloaded";
+    $("progress-text").textContent = `${(m.done / 1e6).toFixed(1)} / ${(m.total / 1e6).toFixed(1)} MB ${verb}`;
+  }
+}
+
 $("pull").onclick = async () => {
   status("Pulling…");
   $("progress").value = 0;
   try {
-    const { done } = request("PULL_MODEL", { repo: $("repo").value, variant: $("variant").value }, (m) => {
-      if (m.type === "progress" && m.total > 0) {
-        $("progress").value = m.done / m.total;
-        $("progress-text").textContent = `${(m.done / 1e6).toFixed(1)} / ${(m.total / 1e6).toFixed(1)} MB`;
-      }
-    });
+    const { done } = request("PULL_MODEL", { repo: $("repo").value, variant: $("variant").value }, showProgress);
     await done;
     $("progress").value = 1;
     status("Pulled.");
@@ -70,8 +74,9 @@ $("pull").onclick = async () => {
 
 $("load").onclick = async () => {
   status("Loading…");
+  $("progress").value = 0;
   try {
-    const r = await request("LOAD_MODEL", { repo: $("repo").value, variant: $("variant").value }).done;
+    const r = await request("LOAD_MODEL", { repo: $("repo").value, variant: $("variant").value }, showProgress).done;
     await refreshModels();
     $("models").value = r.model;
     status(`Loaded ${r.model}.`);

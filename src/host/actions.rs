@@ -8,7 +8,7 @@ use crate::engine::{
 };
 use crate::error::ErrorKind;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -284,10 +284,84 @@ fn progress<'a>(
         if last.elapsed() >= PROGRESS_EVERY || done == total {
             last = Instant::now();
             h.send(
-                &json!({"id": id, "type": "progress", "file": file, "done": done, "total": total}),
+                &json!({"id": id, "type": "progress", "stage": "download", "file": file, "done": done, "total": total}),
             );
         }
         !run.is_cancelled() && !h.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// Bytes a load reads: the file, or every shard of a split model (`-00001-of-0000N`).
+fn model_bytes(path: &Path) -> u64 {
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name.as_deref().and_then(crate::gguf::parse_split_name) {
+        Some((prefix, 1, n)) => (1..=n)
+            .map(|k| size(&path.with_file_name(format!("{prefix}-{k:05}-of-{n:05}.gguf"))))
+            .sum(),
+        _ => size(path),
+    }
+}
+
+/// The progress of one load: `step` is llama.cpp's callback (a fraction), sending a
+/// `progress` message (`stage: "load"`, in bytes of `model_bytes`) at most once per
+/// percent, and stopping the load when the request is cancelled or the host shuts
+/// down; `complete` sends the final `done == total` message if no step did.
+struct LoadProgress<'a> {
+    h: &'a Inner,
+    id: &'a Value,
+    run: &'a Running,
+    file: String,
+    total: u64,
+    /// Last percent and bytes sent (-1: none yet).
+    pct: i64,
+    done: u64,
+}
+
+impl<'a> LoadProgress<'a> {
+    fn new(h: &'a Inner, id: &'a Value, run: &'a Running, path: &Path) -> Self {
+        let file = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        LoadProgress {
+            h,
+            id,
+            run,
+            file,
+            total: model_bytes(path),
+            pct: -1,
+            done: 0,
+        }
+    }
+
+    fn send(&self) {
+        self.h
+            .send(&json!({"id": self.id, "type": "progress", "stage": "load",
+            "file": self.file, "done": self.done, "total": self.total}));
+    }
+
+    fn step(&mut self, fraction: f32) -> bool {
+        let f = if fraction.is_finite() {
+            f64::from(fraction).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let pct = (f * 100.0).floor() as i64;
+        if pct > self.pct {
+            self.pct = pct;
+            self.done = ((f * self.total as f64) as u64).clamp(self.done, self.total);
+            self.send();
+        }
+        !self.run.is_cancelled() && !self.h.shutdown.load(Ordering::Acquire)
+    }
+
+    fn complete(&mut self) {
+        if self.pct < 100 || self.done < self.total {
+            self.pct = 100;
+            self.done = self.total;
+            self.send();
+        }
     }
 }
 
@@ -405,12 +479,13 @@ fn load(h: &Inner, id: &Value, req: &Value, run: &Running) -> Out {
             ),
         });
     }
-    let mut cb = |_: f32| !run.is_cancelled() && !h.shutdown.load(Ordering::Acquire);
+    let mut lp = LoadProgress::new(h, id, run, &path);
     let model = Arc::new(Model::load_with_progress(
         &path,
         &ModelParams::default(),
-        Some(&mut cb),
+        Some(&mut |f: f32| lp.step(f)),
     )?);
+    lp.complete();
     let n_ctx = opt_num(req, "n_ctx", 16.0, h.cfg.n_ctx as f64)?.map_or(h.cfg.n_ctx, |n| n as u32);
     let n_seq_max = h.cfg.n_seq_max;
     let ctx = Context::new(

@@ -161,6 +161,11 @@ def test_two_generations_at_once_and_cancel(host):
     ra, rb = host.final("a")[-1], host.final("b")[-1]
     assert ra["type"] == rb["type"] == "result"
     assert ra["result"]["text"] and rb["result"]["text"]
+    # They ran at the same time: each streamed a token before either finished.
+    with host.cv:
+        seen = [(m["id"], m["type"]) for m in host.msgs if m and m.get("id") in ("a", "b")]
+    first_final = min(seen.index((i, "result")) for i in ("a", "b"))
+    assert all(seen.index((i, "token")) < first_final for i in ("a", "b")), seen
     # Cancel mid-generation: after the first token.
     host.send(q("c", 2000))
     deadline = time.time() + 60
@@ -207,6 +212,65 @@ BAD = [
     (json.dumps({"id": "x" * 300, "action": "PING"}).encode(), None),
     (b'{"id": 19, "action": "LOAD_MODEL", "path": "x.gguf", "n_ctx": 100000000}', 19),
 ]
+
+
+def check_load_progress(msgs, path, file=None):
+    """A LOAD_MODEL's messages: load progress (monotone, ending complete), then the result."""
+    assert msgs[-1]["type"] == "result", msgs[-1]
+    prog = [m for m in msgs if m["type"] == "progress" and m.get("stage") == "load"]
+    assert prog, msgs
+    assert msgs[-1 - len(prog):-1] == prog, "load progress comes last, before the result"
+    size = os.path.getsize(path)
+    file = file or os.path.basename(os.path.realpath(path))
+    assert all(m["file"] == file and m["total"] == size for m in prog), prog[-1]
+    assert all(a["done"] <= b["done"] for a, b in zip(prog, prog[1:]))
+    assert prog[-1]["done"] == size
+    assert len(prog) <= 102, "at most one message per percent"
+
+
+def test_load_model_sends_progress(host):
+    host.send({"id": "l", "action": "LOAD_MODEL", "path": MODEL, "key": "m"})
+    check_load_progress(host.final("l"), MODEL)
+    # Already loaded: no load, no progress.
+    host.send({"id": "l2", "action": "LOAD_MODEL", "path": MODEL, "key": "m"})
+    msgs = host.final("l2")
+    assert [m["type"] for m in msgs] == ["result"] and msgs[0]["result"]["already_loaded"]
+
+
+def test_limits_busy_and_oversized(tmp_path):
+    c = Conn(tmp_path, max_running=1, max_models=1, max_request_bytes=2000)
+    # max_request_bytes: refused before it is read (so with id null); the host serves on.
+    c.send({"id": "big", "action": "PING", "pad": "x" * 3000})
+    deadline = time.time() + 10
+    while not any(m and m["id"] is None and m["type"] == "error" for m in c.msgs):
+        assert time.time() < deadline
+        time.sleep(0.01)
+    err = next(m for m in c.msgs if m and m["id"] is None)
+    assert err["code"] == "INVALID_REQUEST" and "over the limit" in err["message"]
+    assert not any(m and m.get("id") == "big" for m in c.msgs)
+    assert c.ask({"id": "small", "action": "PING", "pad": "x" * 1000})["type"] == "result"
+    # max_models: a second model is BUSY until the first is unloaded.
+    load(c, "m")
+    r = c.ask({"id": "l2", "action": "LOAD_MODEL", "path": MODEL, "key": "m2"})
+    assert r["type"] == "error" and r["code"] == "BUSY", r
+    assert c.ask({"id": "st", "action": "GET_MODEL_STATE"})["result"]["max_models"] == 1
+    # max_running: while one GENERATE runs, the next long request is BUSY.
+    c.send({"id": "g1", "action": "GENERATE", "model": "m", "prompt": "Count to a thousand:",
+            "params": {"max_tokens": 2000}})
+    deadline = time.time() + 60
+    while not any(m and m.get("id") == "g1" and m["type"] == "token" for m in c.msgs):
+        assert time.time() < deadline
+        time.sleep(0.01)
+    r = c.ask({"id": "g2", "action": "GENERATE", "model": "m", "prompt": "Hi", "params": {"max_tokens": 2}})
+    assert r["type"] == "error" and r["code"] == "BUSY", r
+    # Quick actions are not counted; CANCEL frees the slot.
+    assert c.ask({"id": "x", "action": "CANCEL", "target": "g1"})["result"] == {"cancelled": True}
+    assert c.final("g1")[-1]["result"]["stop_reason"] == "cancelled"
+    r = c.ask({"id": "g3", "action": "GENERATE", "model": "m", "prompt": "Hi", "params": {"max_tokens": 2}})
+    assert r["type"] == "result", r
+    assert c.ask({"id": "u", "action": "UNLOAD_MODEL", "model": "m"})["type"] == "result"
+    assert c.ask({"id": "l3", "action": "LOAD_MODEL", "path": MODEL, "key": "m2"})["type"] == "result"
+    assert c.close() == 0
 
 
 def test_bad_requests_get_errors_and_the_host_keeps_serving(host, tmp_path):
@@ -276,6 +340,15 @@ def test_origin_is_checked(tmp_path):
     c = Conn(tmp_path, args=["chrome-extension://good/"], allowed_origins=["chrome-extension://good/"])
     assert c.ask({"id": 1, "action": "PING"})["type"] == "result"
     assert c.close() == 0
+    # Firefox passes the manifest's path, then the extension's id.
+    manifest = str(tmp_path / "com.tabagent.host.json")
+    ff = ["tabagent@example.org"]
+    c = Conn(tmp_path, args=[manifest, "tabagent@example.org"], allowed_origins=ff)
+    assert c.ask({"id": 1, "action": "PING"})["type"] == "result"
+    assert c.close() == 0
+    c = Conn(tmp_path, args=[manifest, "evil@example.org"], allowed_origins=ff)
+    assert c.close() != 0
+    assert b"evil@example.org is not in allowed_origins" in c.p.stderr.read()
 
 
 def test_pull_with_progress_then_load_and_delete(tmp_path):
@@ -289,6 +362,7 @@ def test_pull_with_progress_then_load_and_delete(tmp_path):
         msgs = c.final("p", 120)
         prog = [m for m in msgs if m["type"] == "progress"]
         assert prog and prog[-1]["done"] == prog[-1]["total"] == os.path.getsize(MODEL)
+        assert all(m["stage"] == "download" and m["file"] == "smol-Q4_1.gguf" for m in prog)
         assert all(a["done"] <= b["done"] for a, b in zip(prog, prog[1:]))
         assert msgs[-1]["type"] == "result"
         r = c.ask({"id": "l", "action": "LOAD_MODEL", "repo": "org/smol-GGUF", "variant": "Q4_1"})
@@ -301,6 +375,32 @@ def test_pull_with_progress_then_load_and_delete(tmp_path):
         assert [(v["quant"], v["status"]) for v in lst["cached"][0]["variants"]] == [("Q4_1", "downloaded")]
         assert c.ask({"id": "d", "action": "DELETE_MODEL", "repo": "org/smol-GGUF"})["type"] == "result"
         assert c.ask({"id": "ls2", "action": "LIST_MODELS"})["result"]["cached"] == []
+        c.close()
+    finally:
+        hub.stop()
+
+
+def test_load_model_with_pull(tmp_path):
+    hub = FakeHub(repos={"org/smol-GGUF": {"smol-Q4_1.gguf": open(MODEL, "rb").read()}})
+    hub.start()
+    try:
+        c = Conn(tmp_path, endpoint=hub.url)
+        # Not cached and no "pull": NOT_FOUND, nothing downloaded.
+        r = c.ask({"id": "l0", "action": "LOAD_MODEL", "repo": "org/smol-GGUF", "variant": "Q4_1"})
+        assert r["type"] == "error" and r["code"] == "NOT_FOUND", r
+        c.send({"id": "l", "action": "LOAD_MODEL", "repo": "org/smol-GGUF", "variant": "Q4_1", "pull": True})
+        msgs = c.final("l", 120)
+        down = [m for m in msgs if m["type"] == "progress" and m["stage"] == "download"]
+        assert down and down[-1]["done"] == down[-1]["total"] == os.path.getsize(MODEL)
+        assert msgs.index(down[-1]) < min(i for i, m in enumerate(msgs) if m.get("stage") == "load")
+        path = next(r for r in c.ask({"id": "ls", "action": "LIST_MODELS"})["result"]["cached"])
+        assert path["repo"] == "org/smol-GGUF"
+        assert [(v["quant"], v["status"]) for v in path["variants"]] == [("Q4_1", "downloaded")]
+        check_load_progress(msgs, MODEL, "smol-Q4_1.gguf")
+        assert msgs[-1]["result"]["model"] == "org/smol-GGUF:Q4_1"
+        g = c.ask({"id": "g", "action": "GENERATE", "model": "org/smol-GGUF:Q4_1", "prompt": "Hi",
+                   "params": {"max_tokens": 3}})
+        assert g["type"] == "result" and g["result"]["n_generated_tokens"] > 0
         c.close()
     finally:
         hub.stop()
