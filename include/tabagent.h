@@ -360,7 +360,8 @@ typedef struct {
   bool embeddings;
   /**
    * Embedding contexts: `TA_POOLING_MODEL` (default: what the model's file
-   * says), `_NONE`, `_MEAN`, `_CLS`, `_LAST` or `_RANK`.
+   * says), `_NONE`, `_MEAN`, `_CLS`, `_LAST` or `_RANK` (a reranker's
+   * classification head: a model without one is refused, `TA_ERR_UNSUPPORTED`).
    */
   int32_t pooling;
 } ta_context_params;

@@ -58,6 +58,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn reference() -> Json {
+    reference_with(&[])
+}
+
+/// The reference, with extra arguments (e.g. `--pooling cls`).
+fn reference_with(args: &[&str]) -> Json {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let py = std::env::var_os("TABAGENT_PYTHON")
         .map(PathBuf::from)
@@ -69,6 +74,7 @@ fn reference() -> Json {
         .arg(embed_model_dir())
         .arg("--out")
         .arg(&out)
+        .args(args)
         .status()
         .expect("run tests/embed/reference.py (scripts/setup.sh makes the venv)");
     assert!(st.success(), "reference.py failed");
@@ -77,16 +83,17 @@ fn reference() -> Json {
     v
 }
 
-#[test]
-fn minilm_matches_the_reference_and_ranks_pairs() {
-    let r = reference();
-    let sentences: Vec<&str> = r["sentences"]
+fn sentences_of(r: &Json) -> Vec<&str> {
+    r["sentences"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s.as_str().unwrap())
-        .collect();
-    let want: Vec<Vec<f32>> = r["vectors"]
+        .collect()
+}
+
+fn vectors_of(r: &Json) -> Vec<Vec<f32>> {
+    r["vectors"]
         .as_array()
         .unwrap()
         .iter()
@@ -97,7 +104,14 @@ fn minilm_matches_the_reference_and_ranks_pairs() {
                 .map(|x| x.as_f64().unwrap() as f32)
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn minilm_matches_the_reference_and_ranks_pairs() {
+    let r = reference();
+    let sentences = sentences_of(&r);
+    let want = vectors_of(&r);
     let model = embed_model();
     // The reference's token ids are what llama's WordPiece gives too.
     for (s, ids) in sentences.iter().zip(r["token_ids"].as_array().unwrap()) {
@@ -150,6 +164,89 @@ fn minilm_matches_the_reference_and_ranks_pairs() {
     assert!(cosine(raw.get(0), got.get(0)) > 0.99999);
     let norm: f64 = raw.get(0).iter().map(|x| (*x as f64).powi(2)).sum();
     assert!((norm - 1.0).abs() > 1e-3);
+}
+
+/// CLS pooling: the first token's ([CLS]) final hidden state, checked against the
+/// reference's, normalised, and far from the mean-pooled vector of the same text.
+#[test]
+fn minilm_cls_pooling_is_the_first_token_state() {
+    let r = reference_with(&["--pooling", "cls"]);
+    assert_eq!(r["pooling"], "cls");
+    let sentences = sentences_of(&r);
+    let want = vectors_of(&r);
+    let model = embed_model();
+    let cls = Context::new(model.clone(), &params(Pooling::Cls)).unwrap();
+    assert_eq!(cls.pooling(), Some(Pooling::Cls));
+    assert_eq!(cls.embed_dim(), 384);
+    let got = cls.embed(&sentences, &EmbedParams::default()).unwrap();
+    let mean = Context::new(model, &params(Pooling::Mean))
+        .unwrap()
+        .embed(&sentences, &EmbedParams::default())
+        .unwrap();
+    let mut worst = 1.0f64;
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(got.get(i).len(), 384);
+        let norm: f64 = got.get(i).iter().map(|x| (*x as f64).powi(2)).sum();
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "sentence {i}: not normalised: {norm}"
+        );
+        let c = cosine(got.get(i), w);
+        worst = worst.min(c);
+        assert!(c >= 0.99, "sentence {i} {:?}: cosine {c}", sentences[i]);
+        // The reference's CLS and mean vectors are 0.3..0.65 apart in cosine: mean
+        // pooling under the name CLS cannot pass the check above, nor this one.
+        let m = cosine(got.get(i), mean.get(i));
+        assert!(m < 0.9, "sentence {i}: CLS vs mean {m}");
+    }
+    eprintln!("all-MiniLM-L6-v2, CLS pooling: worst cosine vs reference {worst:.6}");
+}
+
+fn model_copy(src: &std::path::Path, name: &str, key: &str, v: tabagent::gguf::Value) -> PathBuf {
+    let bytes = std::fs::read(src).unwrap();
+    let info = tabagent::gguf::GgufInfo::parse(&bytes, name).unwrap();
+    let out = tabagent::gguf::testgen::Builder::from_gguf(&info, &bytes)
+        .set(key, v)
+        .build();
+    let p = std::env::temp_dir().join(format!("tabagent-{}-{name}", std::process::id()));
+    std::fs::write(&p, out).unwrap();
+    p
+}
+
+/// Rank pooling needs a reranker's classification head; llama.cpp would run
+/// without one and return a meaningless "score" (one float read out of the pooled
+/// hidden state), so the library refuses the context instead, for an encoder and
+/// a decoder model, asked for rank or told so by the file's own pooling_type.
+#[test]
+fn rank_pooling_without_a_classifier_head_is_refused() {
+    for (what, model) in [("minilm", embed_model()), ("decoder", test_model())] {
+        assert!(!model
+            .gguf()
+            .tensors
+            .iter()
+            .any(|t| t.name.starts_with("cls.")));
+        let e = Context::new(model, &params(Pooling::Rank))
+            .err()
+            .expect("rank refused");
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{what}: {e}");
+        assert!(e.message().contains("classification head"), "{what}: {e}");
+    }
+    // A file that names rank as its own pooling.
+    let p = model_copy(
+        &embed_model_dir().join("all-MiniLM-L6-v2.F32.gguf"),
+        "minilm-rank.gguf",
+        "bert.pooling_type",
+        tabagent::gguf::Value::U32(4),
+    );
+    let model = Arc::new(Model::load(&p, &ModelParams::default()).unwrap());
+    let _ = std::fs::remove_file(&p);
+    let e = Context::new(model.clone(), &params(Pooling::Model))
+        .err()
+        .expect("rank refused");
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    // The same file still embeds with a pooling that needs no head.
+    let ctx = Context::new(model, &params(Pooling::Cls)).unwrap();
+    assert_eq!(ctx.embed(&["x"], &EmbedParams::default()).unwrap().dim, 384);
 }
 
 #[test]

@@ -350,6 +350,9 @@ impl Context {
                 ),
             );
         }
+        if p.embeddings {
+            check_rank_head(&model, p.pooling)?;
+        }
         check_memory(&model, p)?;
         let what = format!("{}: could not create a context", model.source());
         let core = Arc::new(Core::new(model, Setup { params: cp, what })?);
@@ -480,6 +483,33 @@ impl Context {
     ) -> Result<GenResult> {
         self.main_sequence()?.run(tokens, params, on_text)
     }
+}
+
+/// Refuse rank pooling on a model without a classification head (`cls.weight`
+/// or `cls.output.weight`). llama.cpp does not: its graph then ends in the pooled
+/// hidden state, and `llama_get_embeddings_seq` hands back `n_cls_out` (1) floats
+/// read from that state at the sequence's index, a "score" that means nothing.
+fn check_rank_head(model: &Model, pooling: Pooling) -> Result<()> {
+    let g = model.gguf();
+    let rank = match pooling {
+        Pooling::Rank => true,
+        Pooling::Model => g.arch_u64("pooling_type") == Some(Pooling::Rank.code() as u64),
+        _ => false,
+    };
+    let head = g
+        .tensors
+        .iter()
+        .any(|t| t.name == "cls.weight" || t.name == "cls.output.weight");
+    if rank && !head {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{}: rank pooling needs a classification head (a reranker's cls or cls.output tensors) and this model has none: use mean, cls or last pooling for embeddings",
+                model.source()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuse a context whose KV cache and compute buffers cannot fit the memory this

@@ -24,7 +24,8 @@ pub enum Pooling {
     Cls,
     /// The last token's vector (decoder embedding models).
     Last,
-    /// A reranker's classification head: `n_cls_out` scores per text.
+    /// A reranker's classification head: `n_cls_out` scores per text. A context
+    /// on a model without one (no `cls` / `cls.output` tensors) is refused.
     Rank,
 }
 

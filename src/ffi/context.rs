@@ -61,7 +61,8 @@ pub struct ta_context_params {
     /// and texts are batched up to 64 at a time (`n_seq_max`, when above 1, lowers that).
     pub embeddings: bool,
     /// Embedding contexts: `TA_POOLING_MODEL` (default: what the model's file
-    /// says), `_NONE`, `_MEAN`, `_CLS`, `_LAST` or `_RANK`.
+    /// says), `_NONE`, `_MEAN`, `_CLS`, `_LAST` or `_RANK` (a reranker's
+    /// classification head: a model without one is refused, `TA_ERR_UNSUPPORTED`).
     pub pooling: i32,
 }
 

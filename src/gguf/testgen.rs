@@ -45,6 +45,31 @@ impl Builder {
         }
     }
 
+    /// A builder holding everything of a parsed file: its version, alignment, kvs
+    /// and tensors (data copied from `bytes`, the file the info was parsed from),
+    /// for writing a copy of a real model with some kvs changed.
+    pub fn from_gguf(info: &super::GgufInfo, bytes: &[u8]) -> Self {
+        let base = info.data_offset as usize;
+        Builder {
+            version: info.version,
+            align: info.alignment,
+            kv: info.kv.clone(),
+            tensors: info
+                .tensors
+                .iter()
+                .map(|t| {
+                    let at = base + t.offset as usize;
+                    Tensor {
+                        name: t.name.clone(),
+                        dims: t.dims.clone(),
+                        ggml_type: t.ggml_type,
+                        data: bytes[at..at + t.size as usize].to_vec(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     pub fn version(mut self, v: u32) -> Self {
         self.version = v;
         self
@@ -363,4 +388,18 @@ pub fn tiny_llama() -> Builder {
     b = t(b, "blk.0.ffn_down.weight", &[f, e]);
     b = t(b, "blk.0.ffn_up.weight", &[e, f]);
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_gguf_writes_the_same_file_back() {
+        for b in [tiny_llama(), tiny_llama().alignment(64)] {
+            let bytes = b.build();
+            let info = super::super::GgufInfo::parse(&bytes, "tiny").unwrap();
+            assert_eq!(Builder::from_gguf(&info, &bytes).build(), bytes);
+        }
+    }
 }

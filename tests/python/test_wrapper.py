@@ -434,6 +434,32 @@ def test_model_embed_returns_numpy_or_lists_and_ranks():
             tabagent.Context(m, embeddings=True, pooling="median")
 
 
+def test_model_embed_cls_pooling_matches_the_reference():
+    # The first token's ([CLS]) final hidden state, from the NumPy reference of
+    # tests/embed/reference.py (the same forward pass the Rust tests check against).
+    import importlib.util
+    import numpy as np
+    spec = importlib.util.spec_from_file_location(
+        "embed_reference", os.path.join(os.path.dirname(__file__), "..", "embed", "reference.py"))
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    texts = ["A man is playing a guitar.", "The stock market fell sharply."]
+    enc = reference.SentenceEncoder(reference.Path(EMBED_MODEL).parent, pool="cls")
+    want = np.stack([enc.encode(t)[0] for t in texts])
+    with tabagent.Model(EMBED_MODEL) as m:
+        cls = m.embed(texts, pooling="cls", n_threads=2)
+        mean = m.embed(texts, pooling="mean", n_threads=2)
+        assert cls.shape == (2, 384)
+        assert np.allclose(np.linalg.norm(cls, axis=1), 1.0, atol=1e-4)
+        for i in range(len(texts)):
+            assert float(cls[i] @ want[i]) >= 0.99, i
+            assert float(cls[i] @ mean[i]) < 0.9, i
+        with tabagent.Context(m, n_threads=2, embeddings=True, pooling="cls") as c:
+            assert c.pooling == "cls" and c.embed_dim == 384
+        with pytest.raises(tabagent.UnsupportedError, match="classification head"):
+            tabagent.Context(m, n_threads=2, embeddings=True, pooling="rank")
+
+
 def test_embed_on_a_generation_context_is_refused(ctx):
     with pytest.raises(tabagent.InvalidArgumentError, match="not created for embeddings"):
         ctx.embed(["x"])
