@@ -294,3 +294,167 @@ fn hostile_templates_fail_within_budget() {
     }
     assert!(n >= 15, "only {n} hostile templates");
 }
+
+fn test_model_path() -> PathBuf {
+    match std::env::var_os("TABAGENT_TEST_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var("HOME").unwrap())
+            .join(".cache/tabagent/models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    }
+}
+
+/// The lines of the library log that say which template path ran.
+fn path_lines(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l.trim_end().to_owned())
+        .filter(|l| l.contains("chat template: ") || l.contains("falling back to llama.cpp"))
+        .collect()
+}
+
+/// Each path through `apply_chat_template` says so in the log: the model's own
+/// template rendered by the Jinja engine, a built-in format named for the call,
+/// and a template text the engine cannot parse handed to llama.cpp's built-ins.
+#[test]
+fn the_log_says_which_template_path_ran() {
+    use std::sync::{Arc, Mutex};
+    use tabagent::engine::{ChatOptions, Context, ContextParams, GenParams, Model, ModelParams};
+    use tabagent::log::{set_sink, LogLevel};
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let me = std::thread::current().id();
+    let sink = lines.clone();
+    set_sink(
+        Some(Box::new(move |_, l: &str| {
+            // Only this test's thread: others may log at the same time.
+            if std::thread::current().id() == me {
+                sink.lock().unwrap().push(l.to_owned());
+            }
+        })),
+        LogLevel::Debug,
+    );
+    let take = || path_lines(&std::mem::take(&mut *lines.lock().unwrap()));
+    let model = Arc::new(Model::load(&test_model_path(), &ModelParams::default()).unwrap());
+    assert!(model.info().chat_template.is_some());
+    let msgs = [ChatMessage::new("user", "Hello")];
+    take();
+
+    let own = model
+        .apply_chat_template(&msgs, true, &ChatOptions::default())
+        .unwrap();
+    assert_eq!(take(), ["chat template: rendered by the Jinja engine"]);
+
+    let opts = ChatOptions {
+        template: Some("chatml"),
+        ..Default::default()
+    };
+    let builtin = model.apply_chat_template(&msgs, true, &opts).unwrap();
+    assert_eq!(
+        take(),
+        ["chat template: llama.cpp built-in format \"chatml\""]
+    );
+    assert!(
+        builtin.contains("<|im_start|>user\nHello<|im_end|>"),
+        "{builtin}"
+    );
+    assert_ne!(
+        own, builtin,
+        "SmolLM2's template adds a default system turn"
+    );
+
+    // Not Jinja that minijinja parses, but llama.cpp recognises ChatML in it.
+    let opts = ChatOptions {
+        template: Some("{% frobnicate %}<|im_start|>{{ x }}"),
+        ..Default::default()
+    };
+    let fallback = model.apply_chat_template(&msgs, true, &opts).unwrap();
+    let l = take();
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert!(
+        l[0].contains("chat template does not parse")
+            && l[0].ends_with("falling back to llama.cpp's built-in format for this template"),
+        "{l:?}"
+    );
+    assert_eq!(fallback, builtin);
+
+    // A chat call takes the same path and says so.
+    let mut ctx = Context::new(
+        model,
+        &ContextParams {
+            n_ctx: 256,
+            n_threads: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let p = GenParams {
+        temperature: 0.0,
+        max_tokens: 1,
+        ..Default::default()
+    };
+    ctx.chat(&msgs, &p, &mut |_| true).unwrap();
+    assert_eq!(take(), ["chat template: rendered by the Jinja engine"]);
+    set_sink(None, LogLevel::Warn);
+}
+
+/// A hostile template inside a model file (its `tokenizer.chat_template`) ends a
+/// chat call in a clean invalid-argument error within the budget, and the model
+/// and context still chat with a named template afterwards.
+#[test]
+fn hostile_template_in_a_gguf_fails_chat_cleanly() {
+    use std::sync::Arc;
+    use tabagent::engine::{Context, ContextParams, GenParams, Model, ModelParams};
+    use tabagent::gguf::{testgen::Builder, GgufInfo, Value};
+    use tabagent::ErrorKind;
+    let bytes = std::fs::read(test_model_path()).unwrap();
+    let info = GgufInfo::parse(&bytes, "test model").unwrap();
+    let base = Builder::from_gguf(&info, &bytes);
+    drop(bytes);
+    let msgs = [
+        ChatMessage::new("system", "s"),
+        ChatMessage::new("user", "u"),
+    ];
+    for name in ["nested_loop_1e12.jinja", "huge_output_doubling.jinja"] {
+        let tmpl = std::fs::read_to_string(dir().join("hostile").join(name)).unwrap();
+        let p = std::env::temp_dir().join(format!("tabagent-{}-{name}.gguf", std::process::id()));
+        std::fs::write(
+            &p,
+            base.clone()
+                .set("tokenizer.chat_template", Value::Str(tmpl.clone()))
+                .build(),
+        )
+        .unwrap();
+        let model = Model::load(&p, &ModelParams::default());
+        let _ = std::fs::remove_file(&p);
+        let model = Arc::new(model.unwrap());
+        assert_eq!(model.info().chat_template.as_deref(), Some(tmpl.as_str()));
+        let mut ctx = Context::new(
+            model,
+            &ContextParams {
+                n_ctx: 256,
+                n_threads: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut p = GenParams {
+            temperature: 0.0,
+            max_tokens: 4,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let e = ctx.chat(&msgs, &p, &mut |_| true).unwrap_err();
+        let took = t0.elapsed();
+        eprintln!("{name} in a GGUF: {e} in {took:?}");
+        assert_eq!(e.kind(), ErrorKind::InvalidArg, "{name}: {e}");
+        assert!(took < Duration::from_secs(5), "{name} took {took:?}");
+        p.chat_template = Some("chatml".into());
+        let mut text = String::new();
+        let r = ctx
+            .chat(&msgs, &p, &mut |s| {
+                text.push_str(s);
+                true
+            })
+            .unwrap();
+        assert!(r.n_generated > 0 && !text.is_empty(), "{name}: {r:?}");
+    }
+}
