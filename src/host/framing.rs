@@ -20,7 +20,7 @@ pub enum Frame {
 
 /// A length prefix above this is not a request (a broken or hostile stream): the
 /// host stops reading rather than skip gigabytes.
-pub const ABSURD: usize = 64 << 20;
+pub(crate) const ABSURD: usize = 64 << 20;
 
 /// Read one frame of at most `max` bytes. A longer one (up to [`ABSURD`]) is
 /// skipped and reported as `TooLong`, so the caller can answer it and go on.

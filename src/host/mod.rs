@@ -114,7 +114,7 @@ impl HostConfig {
                 c.model_dirs.push(PathBuf::from(p));
             }
         }
-        if let Some(n) = num("max_request_bytes", 64 << 20)? {
+        if let Some(n) = num("max_request_bytes", framing::ABSURD as u64)? {
             c.max_request_bytes = n as usize;
         }
         if let Some(n) = num("max_running", 256)? {
