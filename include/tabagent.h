@@ -179,6 +179,18 @@ typedef struct ta_model ta_model;
 typedef struct ta_sequence ta_sequence;
 
 /**
+ * A queue of generated text, opaque. Create with `ta_text_queue_new`, free with
+ * `ta_text_queue_free`. Pass `ta_text_queue_push` as a generation's text callback
+ * with the queue as its `user_data`; the generating thread then only copies each
+ * piece into the queue, and any other thread takes the text with
+ * `ta_text_queue_pop`. Made for bindings whose own callbacks are costly to enter
+ * on a foreign thread (a language runtime's lock, an event loop): the decode
+ * never waits for them. All functions are safe from any thread at any time,
+ * except `ta_text_queue_free`.
+ */
+typedef struct ta_text_queue ta_text_queue;
+
+/**
  * Status code returned by every fallible function: `TA_OK` (0) or a `TA_ERR_*` code.
  */
 typedef int32_t ta_status;
@@ -1715,6 +1727,78 @@ ta_status ta_sequence_state_save(const ta_sequence *seq, const char *path, size_
  * `seq` must be a live sequence; `path` NUL-terminated; `out_n_tokens` NULL or writable.
  */
 ta_status ta_sequence_state_load(ta_sequence *seq, const char *path, size_t *out_n_tokens);
+
+/**
+ * Create an empty queue. `*out_queue` receives an owned queue (free with
+ * `ta_text_queue_free`); on failure it is unmodified.
+ *
+ * # Safety
+ * `out_queue` must be writable.
+ */
+ta_status ta_text_queue_new(ta_text_queue **out_queue);
+
+/**
+ * A `ta_text_callback`: appends `len` bytes at `text` (one piece) to the queue
+ * `user_data` and wakes a waiting `ta_text_queue_pop`. Returns false — which
+ * stops the generation (`TA_ERR_CANCELLED`) — once the queue was stopped or
+ * ended, and for a NULL queue or text. Never waits for the consumer.
+ *
+ * # Safety
+ * `user_data` must be a live `ta_text_queue`; `text` readable for `len` bytes.
+ */
+bool ta_text_queue_push(void *user_data, const char *text, size_t len);
+
+/**
+ * Take the queued text: as many whole pieces as fit `cap` bytes are copied to
+ * `buf` (not NUL-terminated; whole UTF-8 characters, as the library produced
+ * them) and their length written to `*out_len`. With nothing queued it waits up
+ * to `timeout_ms` milliseconds (negative: until text comes or the queue ends).
+ * `*out_ended` is set true (and `*out_len` 0) once the queue was ended and all
+ * its text taken; a timeout gives `TA_OK` with `*out_len` 0 and `*out_ended`
+ * false. `TA_ERR_BUFFER_TOO_SMALL` when the next piece is longer than `cap`:
+ * `*out_len` then holds the size it needs, and nothing is taken.
+ *
+ * # Safety
+ * `queue` must be live; `buf` writable for `cap` bytes; `out_len` and `out_ended`
+ * writable.
+ */
+ta_status ta_text_queue_pop(const ta_text_queue *queue,
+                            char *buf,
+                            size_t cap,
+                            int32_t timeout_ms,
+                            size_t *out_len,
+                            bool *out_ended);
+
+/**
+ * The producer's end: no more text comes (call it when the generation call has
+ * returned). A waiting `ta_text_queue_pop` wakes; once the rest is taken it
+ * reports the end. Later pushes return false. NULL is a no-op.
+ *
+ * # Safety
+ * `queue` must be live or NULL.
+ */
+void ta_text_queue_end(const ta_text_queue *queue);
+
+/**
+ * The consumer's stop: later pushes return false, so a generation feeding the
+ * queue stops at its next piece (the prompt phase does not push: cancel the
+ * context or sequence as well to stop that). Text already queued can still be
+ * taken. NULL is a no-op.
+ *
+ * # Safety
+ * `queue` must be live or NULL.
+ */
+void ta_text_queue_stop(const ta_text_queue *queue);
+
+/**
+ * Free a queue and any text left in it. NULL is a no-op. Only once no call can
+ * push to it any more (the generation that uses it has returned) and no thread
+ * waits in `ta_text_queue_pop`.
+ *
+ * # Safety
+ * `queue` must come from `ta_text_queue_new` and not be freed twice.
+ */
+void ta_text_queue_free(ta_text_queue *queue);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -14,6 +14,7 @@ pub mod shim;
 pub mod state;
 pub mod template;
 pub mod text;
+pub mod text_queue;
 
 use llama_cpp_sys_2 as sys;
 use once_cell::sync::Lazy;

@@ -11,6 +11,7 @@ pub mod hardware;
 pub mod host;
 pub mod model;
 pub mod sequence;
+pub mod text_queue;
 
 use crate::error::{Error, ErrorKind, Result};
 use once_cell::sync::Lazy;

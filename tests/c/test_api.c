@@ -1343,6 +1343,101 @@ static void test_sequences(const ta_model *m) {
     for (int i = 0; i < 4; i++) ta_sequence_free(jobs[i].seq);
 }
 
+/* The text queue: a generation pushes into it on one thread, this thread pops. */
+typedef struct {
+    ta_context *ctx;
+    ta_text_queue *q;
+    uint32_t max_tokens;
+    ta_gen_result res;
+    ta_status st;
+} queue_job;
+
+static void *queue_producer(void *arg) {
+    queue_job *j = arg;
+    ta_gen_params gp = ta_gen_default_params();
+    gp.temperature = 0;
+    gp.max_tokens = j->max_tokens;
+    j->st = ta_context_generate(j->ctx, "The capital of France is", &gp, ta_text_queue_push, j->q, &j->res);
+    ta_text_queue_end(j->q);
+    return NULL;
+}
+
+static void test_text_queue(const ta_model *m) {
+    /* NULL arguments and the boundary. */
+    ta_text_queue *q = (ta_text_queue *)1;
+    CHECK_ST(ta_text_queue_new(NULL), TA_ERR_NULL_ARG);
+    char buf[64];
+    size_t len = 7;
+    bool ended = true;
+    CHECK_ST(ta_text_queue_pop(NULL, buf, sizeof buf, 0, &len, &ended), TA_ERR_NULL_ARG);
+    CHECK(!ta_text_queue_push(NULL, "x", 1), "push to NULL queue");
+    ta_text_queue_end(NULL);
+    ta_text_queue_stop(NULL);
+    ta_text_queue_free(NULL);
+    CHECK_ST(ta_text_queue_new(&q), TA_OK);
+    CHECK_ST(ta_text_queue_pop(q, buf, sizeof buf, 0, NULL, &ended), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_text_queue_pop(q, buf, sizeof buf, 0, &len, NULL), TA_ERR_NULL_ARG);
+    CHECK_ST(ta_text_queue_pop(q, NULL, 8, 0, &len, &ended), TA_ERR_NULL_ARG);
+    CHECK(!ta_text_queue_push(q, NULL, 3), "NULL text refused");
+
+    /* Whole pieces, a too-small buffer, a timeout. */
+    CHECK_ST(ta_text_queue_pop(q, buf, sizeof buf, 10, &len, &ended), TA_OK);
+    CHECK(len == 0 && !ended, "timeout: %zu %d", len, ended);
+    CHECK(ta_text_queue_push(q, "ab", 2) && ta_text_queue_push(q, "cdef", 4), "push");
+    CHECK_ST(ta_text_queue_pop(q, buf, 3, 0, &len, &ended), TA_OK);
+    CHECK(len == 2 && memcmp(buf, "ab", 2) == 0, "first piece only: %zu", len);
+    CHECK_ST(ta_text_queue_pop(q, buf, 3, 0, &len, &ended), TA_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == 4, "needed %zu", len);
+    CHECK_ST(ta_text_queue_pop(q, buf, sizeof buf, 0, &len, &ended), TA_OK);
+    CHECK(len == 4 && memcmp(buf, "cdef", 4) == 0, "second piece");
+    ta_text_queue_stop(q);
+    CHECK(!ta_text_queue_push(q, "x", 1), "push after stop");
+    ta_text_queue_free(q);
+
+    /* A generation on another thread feeds it; the text equals a direct call's. */
+    ta_context *c = new_ctx(m, 512);
+    ta_gen_params gp = ta_gen_default_params();
+    gp.temperature = 0;
+    gp.max_tokens = 24;
+    collector direct;
+    collector_init(&direct);
+    CHECK_ST(ta_context_generate(c, "The capital of France is", &gp, collect_cb, &direct, NULL), TA_OK);
+    CHECK_ST(ta_context_reset(c), TA_OK);
+    queue_job j = {.ctx = c, .max_tokens = 24};
+    CHECK_ST(ta_text_queue_new(&j.q), TA_OK);
+    pthread_t t;
+    pthread_create(&t, NULL, queue_producer, &j);
+    char got[4096];
+    size_t total = 0;
+    for (;;) {
+        CHECK_ST(ta_text_queue_pop(j.q, got + total, sizeof got - total, -1, &len, &ended), TA_OK);
+        if (ended) break;
+        CHECK(len > 0, "an infinite wait returns text or the end");
+        total += len;
+    }
+    pthread_join(t, NULL);
+    CHECK_ST(j.st, TA_OK);
+    CHECK(total == direct.len && memcmp(got, direct.buf, total) == 0, "queued text %.*s vs %s", (int)total, got,
+          direct.buf);
+    CHECK(j.res.n_generated_tokens > 0, "result written");
+    ta_text_queue_free(j.q);
+
+    /* The consumer stops: the generation ends at its next piece, cancelled. */
+    CHECK_ST(ta_context_reset(c), TA_OK);
+    queue_job k = {.ctx = c, .max_tokens = 400};
+    CHECK_ST(ta_text_queue_new(&k.q), TA_OK);
+    pthread_create(&t, NULL, queue_producer, &k);
+    CHECK_ST(ta_text_queue_pop(k.q, got, sizeof got, -1, &len, &ended), TA_OK);
+    CHECK(len > 0 && !ended, "first text");
+    ta_text_queue_stop(k.q);
+    pthread_join(t, NULL);
+    CHECK_ST(k.st, TA_ERR_CANCELLED);
+    CHECK(k.res.stop_reason == TA_STOP_CANCELLED, "stop reason %d", (int)k.res.stop_reason);
+    CHECK(k.res.n_generated_tokens < 400, "stopped early: %u", k.res.n_generated_tokens);
+    ta_text_queue_free(k.q);
+    ta_context_free(c);
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: %s MODEL.gguf SCRATCH_DIR\n", argv[0]);
@@ -1368,6 +1463,7 @@ int main(int argc, char **argv) {
     test_embeddings(m);
     test_host();
     test_sequences(m);
+    test_text_queue(m);
     test_two_threads(m);
     test_hardware(m);
     test_context_too_big(m);
