@@ -342,6 +342,14 @@ context_embed = _fn("ta_context_embed", c_int32, VP, P(c_char_p), c_size_t, P(Em
 context_embed_dim = _fn("ta_context_embed_dim", c_int32, VP, P(c_size_t))
 context_pooling = _fn("ta_context_pooling", c_int32, VP, P(c_int32))
 
+text_queue_new = _fn("ta_text_queue_new", c_int32, P(VP))
+text_queue_pop = _fn("ta_text_queue_pop", c_int32, VP, c_char_p, c_size_t, c_int32, P(c_size_t), P(c_bool))
+text_queue_end = _fn("ta_text_queue_end", None, VP)
+text_queue_stop = _fn("ta_text_queue_stop", None, VP)
+text_queue_free = _fn("ta_text_queue_free", None, VP)
+#: ta_text_queue_push as a text callback: the generating thread never enters Python.
+TEXT_QUEUE_PUSH = TEXT_CB(ctypes.cast(lib.ta_text_queue_push, c_void_p).value or 0)
+
 sequence_new = _fn("ta_sequence_new", c_int32, VP, P(VP))
 sequence_free = _fn("ta_sequence_free", None, VP)
 sequence_generate = _fn("ta_sequence_generate", c_int32, VP, c_char_p, P(GenParams), TEXT_CB, VP, P(GenResultC))

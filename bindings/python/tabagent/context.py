@@ -65,7 +65,10 @@ def _vectors(buf: Any, n: int, dim: int, as_numpy: Optional[bool]) -> Vectors:
     return [list(buf[i * dim:(i + 1) * dim]) for i in range(n)]
 
 
-Call = Callable[[_ffi.GenParams, Any, _ffi.GenResultC], int]
+#: A C generation call given its params, text callback, user data and result struct.
+Call = Callable[[_ffi.GenParams, Any, Any, _ffi.GenResultC], int]
+#: What a call left: its status, its result struct, the exception for a failure.
+Raw = Tuple[int, _ffi.GenResultC, Optional[BaseException]]
 
 
 class _Conversation(Handle):
@@ -75,10 +78,10 @@ class _Conversation(Handle):
 
     Text handed to ``on_text`` and yielded by streams is the caller's (plain str)."""
 
-    def _c_generate(self, h: c_void_p, prompt: bytes, p: Any, cb: Any, r: Any) -> int:
+    def _c_generate(self, h: c_void_p, prompt: bytes, p: Any, cb: Any, ud: Any, r: Any) -> int:
         raise NotImplementedError
 
-    def _c_chat(self, h: c_void_p, arr: Any, n: int, p: Any, cb: Any, r: Any) -> int:
+    def _c_chat(self, h: c_void_p, arr: Any, n: int, p: Any, cb: Any, ud: Any, r: Any) -> int:
         raise NotImplementedError
 
     def _c_cancel(self, h: c_void_p) -> None:
@@ -90,8 +93,31 @@ class _Conversation(Handle):
         if h:
             self._c_cancel(h)
 
-    def _run(self, call: Call, on_text: Optional[OnText], kw: Any) -> GenResult:
+    def _raw(self, call: Call, cb: Any, ud: Any, kw: Any) -> Raw:
+        """Run one C generation call with text callback ``cb(ud, ...)``: its status, its
+        result struct, and the exception for a failed status — made here, on the
+        calling thread, where the library's last error message is."""
         p, keep = gen_params(kw)
+        r = _ffi.GenResultC()
+        st = call(p, cb, ud, r)
+        del keep
+        return st, r, (make_error(st) if st != _ffi.TA_OK else None)
+
+    @staticmethod
+    def _result(text: str, raw: Raw) -> GenResult:
+        """The GenResult of a finished call; raises its error (a CancelledError carries
+        the result)."""
+        st, r, err = raw
+        res = GenResult(text, _ffi.STOP_REASONS.get(r.stop_reason, str(r.stop_reason)),
+                        r.n_prompt_tokens, r.n_reused_tokens, r.n_generated_tokens, r.prompt_ms, r.gen_ms,
+                        r.n_shifts, r.n_shifted_tokens)
+        if err is not None:
+            if isinstance(err, CancelledError):
+                err.result = res
+            raise err
+        return res
+
+    def _run(self, call: Call, on_text: Optional[OnText], kw: Any) -> GenResult:
         parts: List[str] = []
         err: List[BaseException] = []
 
@@ -107,20 +133,23 @@ class _Conversation(Handle):
                 return False
 
         cb = _ffi.TEXT_CB(trampoline)  # referenced until the call returns
-        r = _ffi.GenResultC()
-        st = call(p, cb, r)
-        del keep, cb
+        raw = self._raw(call, cb, None, kw)
+        del cb
         if err:
             raise err[0]
-        res = GenResult("".join(parts), _ffi.STOP_REASONS.get(r.stop_reason, str(r.stop_reason)),
-                        r.n_prompt_tokens, r.n_reused_tokens, r.n_generated_tokens, r.prompt_ms, r.gen_ms,
-                        r.n_shifts, r.n_shifted_tokens)
-        if st != _ffi.TA_OK:
-            e = make_error(st)
-            if isinstance(e, CancelledError):
-                e.result = res
-            raise e
-        return res
+        return self._result("".join(parts), raw)
+
+    def _generate_call(self, prompt: str) -> Call:
+        b = prompt.encode()
+        return lambda p, cb, ud, r: self._c_generate(self._handle(), b, byref(p), cb, ud, byref(r))
+
+    def _chat_call(self, messages_: Iterable[Message]) -> Call:
+        arr, keep = messages(messages_)
+
+        def call(p: Any, cb: Any, ud: Any, r: Any) -> int:
+            _ = keep  # the messages' buffers live as long as the call
+            return self._c_chat(self._handle(), arr, len(arr), byref(p), cb, ud, byref(r))
+        return call
 
     def generate(self, prompt: str, *, on_text: Optional[OnText] = None, **params: Any) -> GenResult:
         """Continue ``prompt`` (raw text, no template). ``on_text(piece)`` receives the text
@@ -129,39 +158,30 @@ class _Conversation(Handle):
         top_p, min_p, repeat_penalty, frequency_penalty, presence_penalty,
         penalty_last_n, seed, max_tokens, stop (str or list), grammar (GBNF),
         context_shift, n_keep."""
-        b = prompt.encode()
-        return self._run(lambda p, cb, r: self._c_generate(self._handle(), b, byref(p), cb, byref(r)),
-                         on_text, params)
+        return self._run(self._generate_call(prompt), on_text, params)
 
     def chat(self, messages_: Iterable[Message], *, on_text: Optional[OnText] = None, **params: Any) -> GenResult:
         """Reply to ``messages_`` ([{"role": ..., "content": ...}]) using the model's chat
         template (or ``chat_template=``; ``chat_tools=``, ``chat_vars=`` reach it). Only the
         part of the rendered conversation not already in the KV cache is evaluated."""
-        arr, keep = messages(messages_)
-        try:
-            return self._run(lambda p, cb, r: self._c_chat(self._handle(), arr, len(arr), byref(p), cb, byref(r)),
-                             on_text, params)
-        finally:
-            del keep
+        return self._run(self._chat_call(messages_), on_text, params)
 
     def stream(self, prompt: str, **params: Any) -> Stream:
         """Iterate over the text pieces of :meth:`generate`; ``.result`` afterwards."""
-        return Stream(self, lambda cb: self.generate(prompt, on_text=cb, **params))
+        return Stream(self, self._generate_call(prompt), params)
 
     def chat_stream(self, messages_: Iterable[Message], **params: Any) -> Stream:
         """Iterate over the text pieces of :meth:`chat`; ``.result`` afterwards."""
-        msgs = list(messages_)
-        return Stream(self, lambda cb: self.chat(msgs, on_text=cb, **params))
+        return Stream(self, self._chat_call(messages_), params)
 
     def astream(self, prompt: str, **params: Any) -> AsyncStream:
         """``async for`` over the pieces of :meth:`generate` (runs on a worker thread;
         cancelling the consuming task cancels the generation)."""
-        return AsyncStream(self, lambda cb: self.generate(prompt, on_text=cb, **params))
+        return AsyncStream(self, self._generate_call(prompt), params)
 
     def achat_stream(self, messages_: Iterable[Message], **params: Any) -> AsyncStream:
         """``async for`` over the pieces of :meth:`chat`."""
-        msgs = list(messages_)
-        return AsyncStream(self, lambda cb: self.chat(msgs, on_text=cb, **params))
+        return AsyncStream(self, self._chat_call(messages_), params)
 
 
 class Context(_Conversation):
@@ -204,11 +224,11 @@ class Context(_Conversation):
     def _release(self, h: c_void_p) -> None:
         _ffi.context_free(h)
 
-    def _c_generate(self, h: c_void_p, prompt: bytes, p: Any, cb: Any, r: Any) -> int:
-        return int(_ffi.context_generate(h, prompt, p, cb, None, r))
+    def _c_generate(self, h: c_void_p, prompt: bytes, p: Any, cb: Any, ud: Any, r: Any) -> int:
+        return int(_ffi.context_generate(h, prompt, p, cb, ud, r))
 
-    def _c_chat(self, h: c_void_p, arr: Any, n: int, p: Any, cb: Any, r: Any) -> int:
-        return int(_ffi.context_chat(h, arr, n, p, cb, None, r))
+    def _c_chat(self, h: c_void_p, arr: Any, n: int, p: Any, cb: Any, ud: Any, r: Any) -> int:
+        return int(_ffi.context_chat(h, arr, n, p, cb, ud, r))
 
     def _c_cancel(self, h: c_void_p) -> None:
         _ffi.context_cancel(h)
@@ -355,11 +375,11 @@ class Sequence(_Conversation):
     def _release(self, h: c_void_p) -> None:
         _ffi.sequence_free(h)
 
-    def _c_generate(self, h: c_void_p, prompt: bytes, p: Any, cb: Any, r: Any) -> int:
-        return int(_ffi.sequence_generate(h, prompt, p, cb, None, r))
+    def _c_generate(self, h: c_void_p, prompt: bytes, p: Any, cb: Any, ud: Any, r: Any) -> int:
+        return int(_ffi.sequence_generate(h, prompt, p, cb, ud, r))
 
-    def _c_chat(self, h: c_void_p, arr: Any, n: int, p: Any, cb: Any, r: Any) -> int:
-        return int(_ffi.sequence_chat(h, arr, n, p, cb, None, r))
+    def _c_chat(self, h: c_void_p, arr: Any, n: int, p: Any, cb: Any, ud: Any, r: Any) -> int:
+        return int(_ffi.sequence_chat(h, arr, n, p, cb, ud, r))
 
     def _c_cancel(self, h: c_void_p) -> None:
         _ffi.sequence_cancel(h)

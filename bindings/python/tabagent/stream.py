@@ -1,31 +1,37 @@
 """Streaming generation: an iterator and an async iterator over text pieces.
 
-Both run the library call on a worker thread (ctypes releases the GIL during the call;
-the text callback takes it back for each piece) and hand the pieces over: through a
-queue for :class:`Stream`, through ``loop.call_soon_threadsafe`` for
-:class:`AsyncStream`. Stopping early (``break``, :meth:`close`, cancelling the asyncio
-task) cancels the generation through the library's cancel call and waits until the
-worker thread has ended, so the context can be used again right away."""
+The library call runs on a worker thread with the library's own text queue as its
+callback (``ta_text_queue_push``): the generating thread never enters Python, so the
+next token decodes while Python handles the last one. :class:`Stream` takes the text
+from the queue on the consuming thread; :class:`AsyncStream` has a second thread take
+it and hand it to the event loop (``loop.call_soon_threadsafe``). Stopping early
+(``break``, :meth:`close`, cancelling the asyncio task) stops the queue and cancels
+the generation through the library's cancel call, then waits until the worker thread
+has ended, so the context can be used again right away."""
 
 from __future__ import annotations
 
 import asyncio
-import queue
+import ctypes
 import threading
+from ctypes import byref, c_bool, c_size_t, c_void_p
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generator, Iterator, List, Optional, Type
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generator, Iterator, List, Optional, Type, Union
 
-from .errors import CancelledError
+from . import _ffi
+from .errors import CancelledError, check
 
 if TYPE_CHECKING:
-    from .context import GenResult, _Conversation
+    from .context import Call, GenResult, Raw, _Conversation
 
 __all__ = ["Stream", "AsyncStream"]
 
 #: ``on_text(piece)``: return False to stop.
 OnText = Callable[[str], Optional[bool]]
-#: Runs the generation with the given on_text and returns its result.
-Start = Callable[[OnText], "GenResult"]
+
+#: How long one wait for text lasts before Python gets the thread back (signals,
+#: a stop asked from another thread).
+_POLL_MS = 100
 
 
 class _Done:
@@ -43,49 +49,135 @@ class _State:
         self.parts: List[str] = []
 
 
-def _worker(start: Start, stop: threading.Event, post: Callable[[Any], None]) -> None:
-    """The worker thread's body: run the call, post each piece, then a _Done or the exception."""
-
-    def on_text(s: str) -> bool:
-        post(s)
-        return not stop.is_set()
-
-    try:
-        post(_Done(start(on_text)))
-    except CancelledError as e:
-        # Stopped because the consumer asked: a normal end with the partial result.
-        post(_Done(e.result) if stop.is_set() else e)
-    except BaseException as e:  # handed to the consumer
-        post(e)
+class _End:
+    """What :meth:`_Run.pop` returns once the generation has ended and all text is taken."""
 
 
-def _pieces(conv: "_Conversation", start: Start, state: _State) -> Generator[str, None, None]:
+_END = _End()
+
+
+class _Run:
+    """One generation on a worker thread, its text in a library text queue."""
+
+    def __init__(self, conv: "_Conversation", call: "Call", params: Any) -> None:
+        self._conv = conv
+        q = c_void_p()
+        check(_ffi.text_queue_new(byref(q)))
+        self._q = q
+        self._buf = ctypes.create_string_buffer(4096)
+        self._raw: Optional["Raw"] = None
+        self._exc: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._work, args=(call, params), name="tabagent-stream",
+                                        daemon=True)
+        self._thread.start()
+
+    def _work(self, call: "Call", params: Any) -> None:
+        try:
+            self._raw = self._conv._raw(call, _ffi.TEXT_QUEUE_PUSH, self._q, params)
+        except BaseException as e:  # handed to the consumer
+            self._exc = e
+        finally:
+            _ffi.text_queue_end(self._q)
+
+    def pop(self, timeout_ms: int = _POLL_MS) -> Union[str, None, _End]:
+        """The text queued so far (waiting up to ``timeout_ms`` for some), None on a
+        timeout, or _END."""
+        n, ended = c_size_t(), c_bool()
+        while True:
+            st = _ffi.text_queue_pop(self._q, self._buf, len(self._buf), timeout_ms, byref(n), byref(ended))
+            if st != _ffi.DEFINES["TA_ERR_BUFFER_TOO_SMALL"]:
+                check(st)
+                break
+            self._buf = ctypes.create_string_buffer(n.value)
+        if ended.value:
+            return _END
+        return ctypes.string_at(self._buf, n.value).decode("utf-8") if n.value else None
+
+    def result(self, text: str) -> "GenResult":
+        """After _END: the call's result (raises its error)."""
+        self._thread.join()
+        if self._exc is not None:
+            raise self._exc
+        assert self._raw is not None
+        return self._conv._result(text, self._raw)
+
+    def stop(self) -> None:
+        """Ask the generation to end (from any thread): no more text is taken, and
+        the call is cancelled in case it is still reading its prompt."""
+        _ffi.text_queue_stop(self._q)
+        self._conv.cancel()
+
+    def close(self, state: _State) -> None:
+        """Stop the generation if it runs, wait for its thread, free the queue; a
+        result left by a stopped call goes to ``state``."""
+        if self._thread.is_alive():
+            self.stop()
+            while self._thread.is_alive():
+                self._conv.cancel()  # repeated: the call may not have reached the library yet
+                self._thread.join(0.02)
+            if state.result is None and self._raw is not None:
+                try:
+                    state.result = self._conv._result("".join(state.parts), self._raw)
+                except CancelledError as e:
+                    state.result = e.result
+                except BaseException:
+                    pass
+        if self._q:
+            _ffi.text_queue_free(self._q)
+            self._q = c_void_p()
+
+
+def _pieces(conv: "_Conversation", call: "Call", params: Any, state: _State) -> Generator[str, None, None]:
     # A free function, not a method: the Stream object must not be referenced from the
     # generator, so that dropping the Stream (e.g. ``break``) finalises it at once.
-    q: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-    stop = threading.Event()
-    t = threading.Thread(target=_worker, args=(start, stop, q.put), name="tabagent-stream", daemon=True)
-    t.start()
+    run = _Run(conv, call, params)
     try:
         while True:
-            item = q.get()
-            if isinstance(item, _Done):
-                state.result = item.result
-                return
-            if isinstance(item, BaseException):
-                raise item
+            item = run.pop()
+            if item is None:
+                continue
+            if isinstance(item, _End):
+                break
             state.parts.append(item)
             yield item
+        try:
+            state.result = run.result("".join(state.parts))
+        except CancelledError as e:
+            state.result = e.result
+            raise
     finally:
-        if t.is_alive():  # the consumer stopped early: cancel and wait for the thread
-            stop.set()
-            while t.is_alive():
-                conv.cancel()  # repeated: the call may not have reached the library yet
-                t.join(0.02)
-            while not q.empty():
-                item = q.get_nowait()
-                if isinstance(item, _Done):
-                    state.result = item.result
+        run.close(state)
+
+
+def _pump(conv: "_Conversation", call: "Call", params: Any, stop: threading.Event,
+          post: Callable[[Any], None]) -> None:
+    """AsyncStream's thread: post each text taken from the queue, then a _Done (with
+    the partial result when ``stop`` was set) or the call's exception."""
+    state = _State()
+    try:
+        run = _Run(conv, call, params)
+    except BaseException as e:
+        post(e)
+        return
+    try:
+        while not stop.is_set():
+            item = run.pop()
+            if item is None:
+                continue
+            if isinstance(item, _End):
+                try:
+                    post(_Done(run.result("".join(state.parts))))
+                except CancelledError as e:
+                    post(_Done(e.result) if stop.is_set() else e)
+                except BaseException as e:
+                    post(e)
+                return
+            state.parts.append(item)
+            post(item)
+        run.close(state)
+        post(_Done(state.result))
+    finally:
+        run.close(state)
 
 
 class _Outcome:
@@ -112,9 +204,9 @@ class Stream(_Outcome, Iterator[str]):
     ``with`` block stop the generation and wait for it. Errors of the call (e.g.
     :class:`ContextFullError`) are raised from the iteration."""
 
-    def __init__(self, conv: "_Conversation", start: Start) -> None:
+    def __init__(self, conv: "_Conversation", call: "Call", params: Any) -> None:
         self._state = _State()
-        self._gen = _pieces(conv, start, self._state)
+        self._gen = _pieces(conv, call, params, self._state)
 
     def __iter__(self) -> "Stream":
         return self
@@ -146,9 +238,10 @@ class AsyncStream(_Outcome, AsyncIterator[str]):
     ``async with``) also waits for the end. :attr:`result` holds the
     :class:`GenResult` once it has ended."""
 
-    def __init__(self, conv: "_Conversation", start: Start) -> None:
+    def __init__(self, conv: "_Conversation", call: "Call", params: Any) -> None:
         self._conv = conv
-        self._start = start
+        self._call = call
+        self._params = params
         self._stop = threading.Event()
         self._q: Optional["asyncio.Queue[Any]"] = None
         self._ended: Optional["asyncio.Future[None]"] = None
@@ -177,7 +270,7 @@ class AsyncStream(_Outcome, AsyncIterator[str]):
 
         def run() -> None:
             try:
-                _worker(self._start, self._stop, post)
+                _pump(self._conv, self._call, self._params, self._stop, post)
             finally:
                 try:
                     loop.call_soon_threadsafe(mark_ended)
