@@ -303,6 +303,17 @@ fn test_model_path() -> PathBuf {
     }
 }
 
+/// A context just large enough for the short chats these tests run.
+fn small_context(model: std::sync::Arc<tabagent::engine::Model>) -> tabagent::engine::Context {
+    use tabagent::engine::{Context, ContextParams};
+    let p = ContextParams {
+        n_ctx: 256,
+        n_threads: 2,
+        ..Default::default()
+    };
+    Context::new(model, &p).unwrap()
+}
+
 /// The lines of the library log that say which template path ran.
 fn path_lines(lines: &[String]) -> Vec<String> {
     lines
@@ -318,7 +329,7 @@ fn path_lines(lines: &[String]) -> Vec<String> {
 #[test]
 fn the_log_says_which_template_path_ran() {
     use std::sync::{Arc, Mutex};
-    use tabagent::engine::{ChatOptions, Context, ContextParams, GenParams, Model, ModelParams};
+    use tabagent::engine::{ChatOptions, GenParams, Model, ModelParams};
     use tabagent::log::{set_sink, LogLevel};
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let me = std::thread::current().id();
@@ -377,15 +388,7 @@ fn the_log_says_which_template_path_ran() {
     assert_eq!(fallback, builtin);
 
     // A chat call takes the same path and says so.
-    let mut ctx = Context::new(
-        model,
-        &ContextParams {
-            n_ctx: 256,
-            n_threads: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut ctx = small_context(model);
     let p = GenParams {
         temperature: 0.0,
         max_tokens: 1,
@@ -402,7 +405,7 @@ fn the_log_says_which_template_path_ran() {
 #[test]
 fn hostile_template_in_a_gguf_fails_chat_cleanly() {
     use std::sync::Arc;
-    use tabagent::engine::{Context, ContextParams, GenParams, Model, ModelParams};
+    use tabagent::engine::{GenParams, Model, ModelParams};
     use tabagent::gguf::{testgen::Builder, GgufInfo, Value};
     use tabagent::ErrorKind;
     let bytes = std::fs::read(test_model_path()).unwrap();
@@ -427,15 +430,7 @@ fn hostile_template_in_a_gguf_fails_chat_cleanly() {
         let _ = std::fs::remove_file(&p);
         let model = Arc::new(model.unwrap());
         assert_eq!(model.info().chat_template.as_deref(), Some(tmpl.as_str()));
-        let mut ctx = Context::new(
-            model,
-            &ContextParams {
-                n_ctx: 256,
-                n_threads: 2,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut ctx = small_context(model);
         let mut p = GenParams {
             temperature: 0.0,
             max_tokens: 4,

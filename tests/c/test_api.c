@@ -1354,9 +1354,7 @@ typedef struct {
 
 static void *queue_producer(void *arg) {
     queue_job *j = arg;
-    ta_gen_params gp = ta_gen_default_params();
-    gp.temperature = 0;
-    gp.max_tokens = j->max_tokens;
+    ta_gen_params gp = greedy((int)j->max_tokens);
     j->st = ta_context_generate(j->ctx, "The capital of France is", &gp, ta_text_queue_push, j->q, &j->res);
     ta_text_queue_end(j->q);
     return NULL;
@@ -1396,9 +1394,7 @@ static void test_text_queue(const ta_model *m) {
 
     /* A generation on another thread feeds it; the text equals a direct call's. */
     ta_context *c = new_ctx(m, 512);
-    ta_gen_params gp = ta_gen_default_params();
-    gp.temperature = 0;
-    gp.max_tokens = 24;
+    ta_gen_params gp = greedy(24);
     collector direct;
     collector_init(&direct);
     CHECK_ST(ta_context_generate(c, "The capital of France is", &gp, collect_cb, &direct, NULL), TA_OK);

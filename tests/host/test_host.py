@@ -82,6 +82,15 @@ class Conn:
                 assert None not in self.msgs, f"host exited: {self.p.stderr.read().decode()}"
                 self.cv.wait(left)
 
+    def first_token(self, id, timeout=60):
+        """Wait until request `id` has streamed its first token."""
+        deadline = time.time() + timeout
+        with self.cv:
+            while not any(m and m.get("id") == id and m["type"] == "token" for m in self.msgs):
+                left = deadline - time.time()
+                assert left > 0, f"no token for {id}"
+                self.cv.wait(left)
+
     def ask(self, obj, timeout=60):
         self.send(obj)
         return self.final(obj["id"], timeout)[-1]
@@ -168,10 +177,7 @@ def test_two_generations_at_once_and_cancel(host):
     assert all(seen.index((i, "token")) < first_final for i in ("a", "b")), seen
     # Cancel mid-generation: after the first token.
     host.send(q("c", 2000))
-    deadline = time.time() + 60
-    while not any(m and m.get("id") == "c" and m["type"] == "token" for m in host.msgs):
-        assert time.time() < deadline
-        time.sleep(0.01)
+    host.first_token("c")
     c = host.ask({"id": "x", "action": "CANCEL", "target": "c"})
     assert c["result"] == {"cancelled": True}
     rc = host.final("c")[-1]
@@ -257,10 +263,7 @@ def test_limits_busy_and_oversized(tmp_path):
     # max_running: while one GENERATE runs, the next long request is BUSY.
     c.send({"id": "g1", "action": "GENERATE", "model": "m", "prompt": "Count to a thousand:",
             "params": {"max_tokens": 2000}})
-    deadline = time.time() + 60
-    while not any(m and m.get("id") == "g1" and m["type"] == "token" for m in c.msgs):
-        assert time.time() < deadline
-        time.sleep(0.01)
+    c.first_token("g1")
     r = c.ask({"id": "g2", "action": "GENERATE", "model": "m", "prompt": "Hi", "params": {"max_tokens": 2}})
     assert r["type"] == "error" and r["code"] == "BUSY", r
     # Quick actions are not counted; CANCEL frees the slot.
@@ -322,10 +325,7 @@ def test_eof_with_work_running_exits_within_a_second(tmp_path):
     load(c)
     c.send({"id": "long", "action": "GENERATE", "model": "m", "prompt": "Count to a thousand:",
             "params": {"max_tokens": 5000}})
-    deadline = time.time() + 60
-    while not any(m and m.get("id") == "long" and m["type"] == "token" for m in c.msgs):
-        assert time.time() < deadline
-        time.sleep(0.01)
+    c.first_token("long")
     t = time.time()
     assert c.close(10) == 0
     assert time.time() - t < 1.5

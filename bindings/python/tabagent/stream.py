@@ -32,6 +32,7 @@ OnText = Callable[[str], Optional[bool]]
 #: How long one wait for text lasts before Python gets the thread back (signals,
 #: a stop asked from another thread).
 _POLL_MS = 100
+_TOO_SMALL = _ffi.DEFINES["TA_ERR_BUFFER_TOO_SMALL"]
 
 
 class _Done:
@@ -85,7 +86,7 @@ class _Run:
         n, ended = c_size_t(), c_bool()
         while True:
             st = _ffi.text_queue_pop(self._q, self._buf, len(self._buf), timeout_ms, byref(n), byref(ended))
-            if st != _ffi.DEFINES["TA_ERR_BUFFER_TOO_SMALL"]:
+            if st != _TOO_SMALL:
                 check(st)
                 break
             self._buf = ctypes.create_string_buffer(n.value)
